@@ -1,0 +1,140 @@
+// Package channels provides the byte streams pagewire's channels run on:
+// TCP, unix sockets and an in-memory pipe for tests. Every transport is a
+// [net.Listener] on the receiving side and a [Dialer] on the sending side,
+// and every stream is a [net.Conn]: Close unblocks pending reads and
+// writes, and deadlines bound them.
+//
+// Addresses are written "tcp:HOST:PORT" and "unix:PATH". Nothing here
+// starts goroutines that outlive a call.
+package channels
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+)
+
+// Dialer opens streams to one receiver.
+type Dialer interface {
+	Dial(ctx context.Context) (net.Conn, error)
+}
+
+// ErrAddress reports an address pagewire cannot parse.
+var ErrAddress = errors.New("bad address")
+
+// Parse splits "tcp:HOST:PORT" or "unix:PATH" into a network and address
+// for package net.
+func Parse(addr string) (network, address string, err error) {
+	network, address, ok := strings.Cut(addr, ":")
+	if !ok || address == "" {
+		return "", "", fmt.Errorf("%w %q: want tcp:HOST:PORT or unix:PATH", ErrAddress, addr)
+	}
+	switch network {
+	case "tcp":
+		if _, _, err := net.SplitHostPort(address); err != nil {
+			return "", "", fmt.Errorf("%w %q: %v", ErrAddress, addr, err)
+		}
+	case "unix":
+	default:
+		return "", "", fmt.Errorf("%w %q: unknown transport %q, want tcp or unix", ErrAddress, addr, network)
+	}
+	return network, address, nil
+}
+
+// Listen listens on addr. For unix sockets a stale socket file left by a
+// dead receiver is removed first, and Close removes the file.
+func Listen(addr string) (net.Listener, error) {
+	network, address, err := Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if fi, err := os.Lstat(address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", address); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen %s: a receiver is already listening there", addr)
+			}
+			os.Remove(address)
+		}
+	}
+	return net.Listen(network, address)
+}
+
+// Addr formats a listener's address in pagewire's notation.
+func Addr(a net.Addr) string {
+	return a.Network() + ":" + a.String()
+}
+
+// NewDialer returns a Dialer for addr.
+func NewDialer(addr string) (Dialer, error) {
+	network, address, err := Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	return netDialer{network, address}, nil
+}
+
+type netDialer struct{ network, address string }
+
+func (d netDialer) Dial(ctx context.Context) (net.Conn, error) {
+	var nd net.Dialer
+	return nd.DialContext(ctx, d.network, d.address)
+}
+
+// Pipe is an in-memory transport: a listener whose Dial returns one end of
+// a [net.Pipe] and whose Accept returns the other. For tests.
+type Pipe struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+// NewPipe returns an in-memory transport.
+func NewPipe() *Pipe {
+	return &Pipe{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Dial implements [Dialer].
+func (p *Pipe) Dial(ctx context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case p.conns <- b:
+		return a, nil
+	case <-p.done:
+	case <-ctx.Done():
+		a.Close()
+		b.Close()
+		return nil, ctx.Err()
+	}
+	a.Close()
+	b.Close()
+	return nil, fmt.Errorf("dial pipe: %w", net.ErrClosed)
+}
+
+// Accept implements [net.Listener]; it returns [net.ErrClosed] after Close.
+func (p *Pipe) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements [net.Listener]: it unblocks Accept and Dial.
+func (p *Pipe) Close() error {
+	p.once.Do(func() { close(p.done) })
+	return nil
+}
+
+// Addr implements [net.Listener].
+func (p *Pipe) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "memory" }

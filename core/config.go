@@ -1,0 +1,114 @@
+package core
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Defaults of a transfer.
+const (
+	DefaultChannels         = 4
+	DefaultPageSize         = 4096
+	DefaultPacketPages      = 128 // QEMU: MULTIFD_PACKET_SIZE / page size
+	DefaultHandshakeTimeout = 30 * time.Second
+)
+
+// SenderConfig configures a [Sender]. The zero value is usable: four
+// channels, 128 pages of 4 KiB per packet, nocomp.
+type SenderConfig struct {
+	Channels    int        // multifd channels, 1..255
+	PageSize    int        // bytes per page, a power of two
+	PacketPages int        // most pages per packet
+	Method      sdk.Method // nil is nocomp
+	Level       int        // compression level; 0 is the method's default
+	UUID        [16]byte   // must match the receiver's
+	// Timeout bounds every single write and the wait for the receiver's
+	// final acknowledgement; 0 means no bound (TCP keepalive still
+	// notices a vanished host).
+	Timeout time.Duration
+	// HandshakeTimeout bounds opening the transfer; 0 is 30s.
+	HandshakeTimeout time.Duration
+}
+
+// ReceiverConfig configures a [Receiver]. The zero value accepts any
+// method of [Methods], any channel count, and allocates destination
+// memory for the blocks the sender announces.
+type ReceiverConfig struct {
+	// Channels, when not 0, is the channel count the sender must use.
+	Channels int
+	// Method, when not nil, is the method the sender must use; otherwise
+	// the sender's method is looked up in Methods.
+	Method  sdk.Method
+	Methods *Registry // nil is [Methods]
+	Level   int
+	UUID    [16]byte // must match the sender's
+	// Memory, when not nil, is the destination: the sender's blocks must
+	// be among its blocks, with the same sizes.
+	Memory Memory
+	// Alloc makes the destination from the sender's block list when
+	// Memory is nil; nil is [Alloc].
+	Alloc func([]BlockInfo) (Memory, error)
+	// OnDeviceState receives every device-state blob. It is called from
+	// channel goroutines, possibly concurrently, and must not keep blob.
+	// Nil discards blobs.
+	OnDeviceState func(idstr string, instance uint32, blob []byte) error
+	// MaxDeviceState bounds one blob; 0 is 256 MiB.
+	MaxDeviceState int
+	// Timeout bounds every single read once the transfer runs; 0 means no
+	// bound.
+	Timeout time.Duration
+	// HandshakeTimeout bounds how long the receiver waits for the control
+	// channel and all multifd channels, and each handshake read; 0 is 30s.
+	HandshakeTimeout time.Duration
+}
+
+func (c *SenderConfig) withDefaults() (SenderConfig, error) {
+	cfg := *c
+	if cfg.Channels == 0 {
+		cfg.Channels = DefaultChannels
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = DefaultPageSize
+	}
+	if cfg.PacketPages == 0 {
+		cfg.PacketPages = DefaultPacketPages
+	}
+	if cfg.Method == nil {
+		cfg.Method, _ = Methods.Lookup("nocomp")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if err := cfg.Method.Info().Check(); err != nil {
+		return cfg, err
+	}
+	h := wire.Hello{Channels: cfg.Channels, PageSize: cfg.PageSize, PacketPages: cfg.PacketPages, Method: cfg.Method.Info().Name, MethodFlag: cfg.Method.Info().Flag}
+	if err := h.Check(); err != nil {
+		return cfg, fmt.Errorf("sender config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c *ReceiverConfig) withDefaults() ReceiverConfig {
+	cfg := *c
+	if cfg.Methods == nil {
+		cfg.Methods = Methods
+	}
+	if cfg.Alloc == nil {
+		cfg.Alloc = Alloc
+	}
+	if cfg.MaxDeviceState == 0 {
+		cfg.MaxDeviceState = 256 << 20
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	return cfg
+}
+
+func methodOptions(level, pageSize, packetPages int) sdk.Options {
+	return sdk.Options{Level: level, PageSize: pageSize, PacketPages: packetPages}
+}

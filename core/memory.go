@@ -1,0 +1,115 @@
+package core
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewire/pagewire/core/wire"
+)
+
+// BlockInfo names a RAM block and its size, as the sender announces it.
+type BlockInfo = wire.BlockInfo
+
+// Block is one named RAM block: a whole number of pages.
+type Block struct {
+	Name string
+	Data []byte
+}
+
+// Memory is a set of named RAM blocks: the source of a Sender and the
+// destination of a Receiver. Blocks must return the same blocks, with the
+// same backing memory, for the whole transfer.
+type Memory interface {
+	Blocks() []Block
+}
+
+// Blocks is a [Memory] of plain byte slices.
+type Blocks []Block
+
+// Blocks implements [Memory].
+func (b Blocks) Blocks() []Block { return b }
+
+// Alloc returns zeroed blocks of the given sizes. It is the receiver's
+// default destination.
+func Alloc(infos []BlockInfo) (Memory, error) {
+	bs := make(Blocks, len(infos))
+	for i, in := range infos {
+		if in.Size > uint64(maxInt) {
+			return nil, fmt.Errorf("block %q: %d bytes do not fit in memory", in.Name, in.Size)
+		}
+		bs[i] = Block{Name: in.Name, Data: make([]byte, in.Size)}
+	}
+	return bs, nil
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+// Image is a [Memory] of one block mapped from a file. Close unmaps it;
+// the block's Data must not be used after that.
+type Image struct {
+	block Block
+	file  *os.File
+}
+
+// OpenImage maps the file at path read-only as one block named name.
+func OpenImage(path, name string) (*Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return mapImage(f, name, fi.Size(), unix.PROT_READ)
+}
+
+// CreateImage creates (or truncates) the file at path, sizes it to size
+// bytes (sparse, reading as zeros) and maps it writable as one block.
+func CreateImage(path, name string, size int64) (*Image, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE)
+}
+
+func mapImage(f *os.File, name string, size int64, prot int) (*Image, error) {
+	im := &Image{block: Block{Name: name}, file: f}
+	if size > 0 {
+		if size > int64(maxInt) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %d bytes do not fit in memory", f.Name(), size)
+		}
+		data, err := unix.Mmap(int(f.Fd()), 0, int(size), prot, unix.MAP_SHARED)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("map %s: %w", f.Name(), err)
+		}
+		im.block.Data = data
+	}
+	return im, nil
+}
+
+// Blocks implements [Memory].
+func (im *Image) Blocks() []Block { return []Block{im.block} }
+
+// Close unmaps the image and closes its file.
+func (im *Image) Close() error {
+	var err error
+	if im.block.Data != nil {
+		err = unix.Munmap(im.block.Data)
+		im.block.Data = nil
+	}
+	if cerr := im.file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

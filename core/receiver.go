@@ -1,0 +1,730 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Receiver is the receiving end of transfers. Create it with
+// [NewReceiver] and run one transfer per [Receiver.Receive] call.
+type Receiver struct {
+	cfg ReceiverConfig
+
+	mu      sync.Mutex // guards the fields below for Stats
+	chans   []*recvChan
+	method  string
+	ps      int
+	start   time.Time
+	elapsed time.Duration
+}
+
+// NewReceiver returns a receiver with the given configuration.
+func NewReceiver(cfg ReceiverConfig) *Receiver {
+	return &Receiver{cfg: cfg.withDefaults()}
+}
+
+// transfer is the state of one Receive call.
+type transfer struct {
+	r      *Receiver
+	cfg    *ReceiverConfig
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	ln     net.Listener
+
+	mu    sync.Mutex // guards err, ctl, conns
+	err   error
+	ctl   net.Conn
+	conns []net.Conn
+
+	hello   wire.Hello
+	method  sdk.Method
+	info    sdk.Info
+	mem     Memory
+	blocks  map[string][]byte
+	chans   []*recvChan
+	bar     barrier
+	ctlSync uint64
+	end     wire.End
+	gotEnd  bool
+}
+
+type recvChan struct {
+	id   int
+	t    *transfer
+	conn net.Conn
+	m    sdk.Receiver
+	seq  uint64
+	ctr  counters
+
+	hdr     []byte
+	rh      wire.RAM
+	payload []byte
+	blob    []byte
+	sp      sdk.Packet
+}
+
+var errFinished = errors.New("transfer finished")
+
+type arrival struct {
+	conn net.Conn
+	ctl  bool
+	init wire.Init
+}
+
+// Receive runs one transfer: it accepts the control channel and the
+// multifd channels from ln (in any order), checks every handshake, applies
+// pages to the destination until the sender ends the transfer, and
+// confirms to the sender that every page landed. It returns the
+// destination memory. Receive closes ln once every channel is connected
+// or the transfer failed; it returns only after every goroutine it
+// started has returned and every connection is closed.
+func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
+	t := &transfer{r: r, cfg: &r.cfg, ln: ln}
+	t.ctx, t.cancel = context.WithCancelCause(context.Background())
+	defer t.cancel(nil)
+	var wg sync.WaitGroup
+	watch := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(watch)
+		t.fail(context.Cause(ctx))
+	})
+	defer func() {
+		t.closeConns()
+		t.cancel(errFinished)
+		wg.Wait()
+		if !stop() {
+			<-watch
+		}
+	}()
+
+	if err := t.handshake(&wg); err != nil {
+		t.fail(err)
+		return nil, t.failure()
+	}
+	r.mu.Lock()
+	r.chans, r.method, r.ps, r.start, r.elapsed = t.chans, t.info.Name, t.hello.PageSize, time.Now(), 0
+	r.mu.Unlock()
+
+	for _, c := range t.chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.loop(); err != nil {
+				t.fail(err)
+			}
+		}()
+	}
+	var ctlWG sync.WaitGroup
+	ctlWG.Add(1)
+	go func() {
+		defer ctlWG.Done()
+		if err := t.readControl(); err != nil {
+			t.fail(err)
+		}
+	}()
+	ctlWG.Wait()
+	wg.Wait()
+	for _, c := range t.chans {
+		c.m.Close()
+	}
+	r.mu.Lock()
+	r.elapsed = time.Since(r.start)
+	r.mu.Unlock()
+	if err := t.failure(); err != nil {
+		return nil, err
+	}
+	if err := t.checkEnd(); err != nil {
+		t.fail(err)
+		return nil, err
+	}
+	t.ctl.SetWriteDeadline(time.Now().Add(time.Second))
+	if err := wire.WriteMessage(t.ctl, wire.MsgDone, nil); err != nil {
+		// Everything landed; only the sender's confirmation is lost.
+		return t.mem, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: confirming the end: %v", ErrPeerGone, err)}
+	}
+	return t.mem, nil
+}
+
+// Stats returns the statistics of the running or last transfer. It may be
+// called from any goroutine.
+func (r *Receiver) Stats() Stats {
+	r.mu.Lock()
+	cs := make([]*counters, len(r.chans))
+	for i, c := range r.chans {
+		cs[i] = &c.ctr
+	}
+	el := r.elapsed
+	if el == 0 && !r.start.IsZero() {
+		el = time.Since(r.start)
+	}
+	method, ps := r.method, r.ps
+	r.mu.Unlock()
+	return collect(method, ps, el, cs)
+}
+
+// handshake accepts connections until the control channel and every
+// multifd channel are there, within the handshake timeout.
+func (t *transfer) handshake(wg *sync.WaitGroup) error {
+	arrivals := make(chan arrival)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t.accept(wg, arrivals)
+	}()
+	defer t.ln.Close()
+	timer := time.NewTimer(t.cfg.HandshakeTimeout)
+	defer timer.Stop()
+
+	var pending []arrival
+	got := 0
+	for t.ctl == nil || got < t.hello.Channels {
+		select {
+		case a := <-arrivals:
+			if a.ctl {
+				if t.ctl != nil {
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a second control channel", ErrBadHandshake)}
+				}
+				t.mu.Lock()
+				t.ctl = a.conn
+				t.mu.Unlock()
+				if err := t.readHello(); err != nil {
+					return err
+				}
+			} else {
+				pending = append(pending, a)
+			}
+			if t.ctl == nil {
+				continue
+			}
+			for _, a := range pending {
+				if err := t.addChannel(a); err != nil {
+					return err
+				}
+				got++
+			}
+			pending = pending[:0]
+		case <-timer.C:
+			if t.ctl == nil {
+				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: no control channel within %v", ErrBadHandshake, t.cfg.HandshakeTimeout)}
+			}
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d of %d channels connected within %v", ErrBadHandshake, got, t.hello.Channels, t.cfg.HandshakeTimeout)}
+		case <-t.ctx.Done():
+			return t.failure()
+		}
+	}
+	return nil
+}
+
+// accept classifies each new connection by its first bytes.
+func (t *transfer) accept(wg *sync.WaitGroup, arrivals chan<- arrival) {
+	for {
+		conn, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				t.fail(fmt.Errorf("accept: %w", err))
+			}
+			return
+		}
+		t.mu.Lock()
+		if t.err != nil {
+			t.mu.Unlock()
+			conn.Close()
+			return
+		}
+		t.conns = append(t.conns, conn)
+		t.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := t.classify(conn)
+			if err != nil {
+				t.fail(err)
+				return
+			}
+			select {
+			case arrivals <- a:
+			case <-t.ctx.Done():
+			}
+		}()
+	}
+}
+
+func (t *transfer) classify(conn net.Conn) (arrival, error) {
+	conn.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	var b [wire.InitSize]byte
+	if _, err := io.ReadFull(conn, b[:4]); err != nil {
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %v", ErrBadHandshake, conn.RemoteAddr(), err)}
+	}
+	switch m := be.Uint32(b[:]); m {
+	case wire.ControlMagic:
+		conn.SetReadDeadline(time.Time{})
+		return arrival{conn: conn, ctl: true}, nil
+	case wire.Magic:
+		if _, err := io.ReadFull(conn, b[4:]); err != nil {
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: truncated channel handshake: %v", ErrBadHandshake, err)}
+		}
+		var init wire.Init
+		if err := init.UnmarshalBinary(b[:]); err != nil {
+			return arrival{}, &ChannelError{Channel: int(b[24]), Err: err}
+		}
+		conn.SetReadDeadline(time.Time{})
+		return arrival{conn: conn, init: init}, nil
+	case wire.QEMUFileMagic:
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a QEMU migration stream (QEVM); receive it with 'pagewire qemu recv'", ErrBadHandshake)}
+	default:
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unknown magic %#08x from %v", ErrBadHandshake, m, conn.RemoteAddr())}
+	}
+}
+
+// readHello reads and checks the sender's parameters, sets up the
+// destination and the method, and answers accept or error.
+func (t *transfer) readHello() error {
+	t.ctl.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	typ, body, err := wire.ReadMessage(t.ctl, nil)
+	if err == nil && typ != wire.MsgHello {
+		err = fmt.Errorf("%w: message %#x instead of hello", ErrBadControl, typ)
+	}
+	if err == nil {
+		err = t.hello.UnmarshalBinary(body)
+	}
+	if err != nil {
+		return &ChannelError{Channel: -1, Err: err}
+	}
+	t.ctl.SetReadDeadline(time.Time{})
+	if err := t.setup(); err != nil {
+		return &ChannelError{Channel: -1, Err: err}
+	}
+	t.ctl.SetWriteDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	if err := wire.WriteMessage(t.ctl, wire.MsgAccept, nil); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+	}
+	t.ctl.SetWriteDeadline(time.Time{})
+	return nil
+}
+
+func (t *transfer) setup() error {
+	h, cfg := &t.hello, t.cfg
+	if h.UUID != cfg.UUID {
+		return fmt.Errorf("%w: sender's uuid %x, want %x", ErrBadHandshake, h.UUID, cfg.UUID)
+	}
+	if cfg.Channels != 0 && h.Channels != cfg.Channels {
+		return fmt.Errorf("%w: sender uses %d channels, receiver expects %d", ErrBadHandshake, h.Channels, cfg.Channels)
+	}
+	if cfg.Method != nil {
+		info := cfg.Method.Info()
+		if h.Method != info.Name || h.MethodFlag != info.Flag {
+			return fmt.Errorf("%w: sender uses %s (flag %#x), receiver expects %s (flag %#x)", ErrMethodMismatch, h.Method, h.MethodFlag, info.Name, info.Flag)
+		}
+		t.method = cfg.Method
+	} else {
+		m, err := cfg.Methods.Lookup(h.Method)
+		if err != nil {
+			return fmt.Errorf("%w: sender uses %s, which this receiver does not have (it has %s)", ErrMethodMismatch, h.Method, strings.Join(cfg.Methods.Names(), ", "))
+		}
+		if f := m.Info().Flag; f != h.MethodFlag {
+			return fmt.Errorf("%w: sender's %s has flag %#x, this receiver's has %#x", ErrMethodMismatch, h.Method, h.MethodFlag, f)
+		}
+		t.method = m
+	}
+	t.info = t.method.Info()
+
+	mem := cfg.Memory
+	if mem == nil {
+		var err error
+		if mem, err = cfg.Alloc(h.Blocks); err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+	}
+	have := make(map[string][]byte)
+	for _, b := range mem.Blocks() {
+		have[b.Name] = b.Data
+	}
+	t.blocks = make(map[string][]byte, len(h.Blocks))
+	for _, b := range h.Blocks {
+		data, ok := have[b.Name]
+		if !ok {
+			return fmt.Errorf("destination has no block %q", b.Name)
+		}
+		if uint64(len(data)) != b.Size {
+			return fmt.Errorf("block %q: sender has %d bytes, destination %d", b.Name, b.Size, len(data))
+		}
+		t.blocks[b.Name] = data
+	}
+	t.mem = mem
+	t.chans = make([]*recvChan, h.Channels)
+	t.bar.init(h.Channels)
+	return nil
+}
+
+// addChannel checks a multifd channel's handshake against the transfer
+// and sets up its method state.
+func (t *transfer) addChannel(a arrival) error {
+	id := int(a.init.ID)
+	if err := a.init.Check(t.hello.UUID, t.hello.Channels); err != nil {
+		return &ChannelError{Channel: id, Err: err}
+	}
+	if t.chans[id] != nil {
+		return &ChannelError{Channel: id, Err: fmt.Errorf("%w: channel %d connected twice", ErrBadHandshake, id)}
+	}
+	h := &t.hello
+	m, err := t.method.NewReceiver(id, methodOptions(t.cfg.Level, h.PageSize, h.PacketPages))
+	if err != nil {
+		return &ChannelError{Channel: id, Err: fmt.Errorf("%w: %s recv setup: %v", ErrMethod, t.info.Name, err)}
+	}
+	c := &recvChan{id: id, t: t, conn: a.conn, m: m}
+	c.hdr = make([]byte, max(wire.RAMHeaderSize(h.PacketPages), wire.DeviceStateSize))
+	c.rh.Offsets = make([]uint64, 0, h.PacketPages)
+	c.sp.Pages = make([][]byte, 0, h.PacketPages)
+	t.chans[id] = c
+	return nil
+}
+
+// readControl follows the sender's control messages until the end.
+func (t *transfer) readControl() error {
+	var buf []byte
+	for {
+		if t.cfg.Timeout > 0 {
+			t.ctl.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+		}
+		typ, body, err := wire.ReadMessage(t.ctl, buf)
+		switch {
+		case err != nil && t.ctx.Err() != nil:
+			return nil
+		case err == io.EOF:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sender closed the control channel before the end of the transfer", ErrPeerGone)}
+		case err != nil:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		}
+		buf = body
+		switch typ {
+		case wire.MsgSync:
+			if len(body) != 8 || be.Uint64(body) != t.ctlSync+1 {
+				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sync marker %x, want %d", ErrBadControl, body, t.ctlSync+1)}
+			}
+			t.ctlSync++
+		case wire.MsgEnd:
+			if err := t.end.UnmarshalBinary(body); err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+			t.gotEnd = true
+			return nil
+		case wire.MsgError:
+			return &RemoteError{Side: "sender", Msg: string(body)}
+		default:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unexpected message %#x from the sender", ErrBadControl, typ)}
+		}
+	}
+}
+
+// checkEnd compares what the sender says it sent with what arrived.
+func (t *transfer) checkEnd() error {
+	var packets uint64
+	for _, c := range t.chans {
+		packets += c.ctr.packets.Load()
+		if s := c.ctr.syncs.Load(); s != t.end.Syncs {
+			return &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf("%w: %d SYNCs on this channel, sender sent %d", ErrBadPacket, s, t.end.Syncs)}
+		}
+	}
+	switch {
+	case t.ctlSync != t.end.Syncs:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d sync markers, sender sent %d", ErrBadControl, t.ctlSync, t.end.Syncs)}
+	case packets != t.end.Packets:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d packets arrived, sender sent %d", ErrBadPacket, packets, t.end.Packets)}
+	}
+	return nil
+}
+
+// fail records the first error, tells the sender, and stops every channel
+// by closing its connection. It may be called from any goroutine.
+func (t *transfer) fail(err error) {
+	t.mu.Lock()
+	if t.err != nil {
+		t.mu.Unlock()
+		return
+	}
+	t.err = err
+	ctl := t.ctl
+	t.mu.Unlock()
+	t.cancel(err)
+	if ctl != nil && !isRemote(err) {
+		ctl.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("receiver: "+err.Error()))
+	}
+	t.closeConns()
+}
+
+func (t *transfer) failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *transfer) closeConns() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ln.Close()
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+func (c *recvChan) errf(format string, args ...any) error {
+	return &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf(format, args...)}
+}
+
+// loop reads packets until the sender closes the channel at a packet
+// boundary.
+func (c *recvChan) loop() error {
+	t := c.t
+	for {
+		c.seq++
+		if t.cfg.Timeout > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+		}
+		_, err := io.ReadFull(c.conn, c.hdr[:wire.PrefixSize])
+		if err == io.EOF {
+			c.seq--
+			if err := t.bar.leave(); err != nil {
+				return c.errf("%w: %v", ErrBadPacket, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return c.readErr(err)
+		}
+		var p wire.Prefix
+		if err := p.UnmarshalBinary(c.hdr[:wire.PrefixSize]); err != nil {
+			return c.errf("%w", err)
+		}
+		if p.DeviceState() {
+			err = c.deviceState()
+		} else {
+			err = c.ram()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *recvChan) readErr(err error) error {
+	if c.t.ctx.Err() != nil {
+		return nil // the transfer is already failing; the first error wins
+	}
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return c.errf("%w: stream ends inside a packet", ErrPeerGone)
+	}
+	return c.errf("%w: %v", ErrPeerGone, err)
+}
+
+func (c *recvChan) ram() error {
+	t := c.t
+	pp, ps := t.hello.PacketPages, t.hello.PageSize
+	hsize := wire.RAMHeaderSize(pp)
+	if _, err := io.ReadFull(c.conn, c.hdr[wire.PrefixSize:hsize]); err != nil {
+		return c.readErr(err)
+	}
+	rh := &c.rh
+	if err := rh.UnmarshalBinary(c.hdr[:hsize], pp); err != nil {
+		return c.errf("%w", err)
+	}
+	normal, n := int(rh.NormalPages), int(rh.NormalPages+rh.ZeroPages)
+	if n == 0 {
+		if rh.NextPacketSize != 0 {
+			return c.errf("%w: %d payload bytes in a packet without pages", ErrBadPacket, rh.NextPacketSize)
+		}
+	} else {
+		if f := rh.Flags & wire.FlagMethodMask; f != t.info.Flag {
+			return c.errf("%w: packet flags %#x, method %s has %#x", ErrMethodMismatch, f, t.info.Name, t.info.Flag)
+		}
+		data, ok := t.blocks[string(rh.Block)]
+		if !ok {
+			return c.errf("%w: unknown block %q", ErrBadPacket, rh.Block)
+		}
+		for _, off := range rh.Offsets {
+			if off%uint64(ps) != 0 {
+				return c.errf("%w: offset %#x in block %q is not page aligned", ErrBadPacket, off, rh.Block)
+			}
+			if off >= uint64(len(data)) {
+				return c.errf("%w: offset %#x beyond block %q of %d bytes", ErrBadPacket, off, rh.Block, len(data))
+			}
+		}
+		for _, off := range rh.Offsets[normal:] {
+			if pg := data[off : off+uint64(ps)]; !IsZero(pg) {
+				clear(pg)
+			}
+		}
+		if err := c.payloadInto(data, rh.Offsets[:normal]); err != nil {
+			return err
+		}
+		c.ctr.packets.Add(1)
+		c.ctr.normal.Add(uint64(normal))
+		c.ctr.zero.Add(uint64(n - normal))
+	}
+	c.ctr.wire.Add(uint64(hsize) + uint64(rh.NextPacketSize))
+	if rh.Flags&wire.FlagSync != 0 {
+		c.ctr.syncs.Add(1)
+		if err := t.bar.wait(t.ctx); err != nil {
+			if t.ctx.Err() != nil {
+				return nil
+			}
+			return c.errf("%w: %v", ErrBadPacket, err)
+		}
+	}
+	return nil
+}
+
+// payloadInto reads the packet's payload and has the method put the
+// normal pages at offs into data.
+func (c *recvChan) payloadInto(data []byte, offs []uint64) error {
+	t := c.t
+	ps := uint64(t.hello.PageSize)
+	size := c.rh.NextPacketSize
+	if len(offs) == 0 {
+		if size != 0 {
+			return c.errf("%w: %d payload bytes for a packet of zero pages only", ErrBadPacket, size)
+		}
+		return nil
+	}
+	if t.info.Raw {
+		if uint64(size) != uint64(len(offs))*ps {
+			return c.errf("%w: payload of %d bytes for %d pages of %d bytes", ErrBadPacket, size, len(offs), ps)
+		}
+		// Straight into destination memory, one read per run of pages.
+		for i := 0; i < len(offs); {
+			j := i + 1
+			for j < len(offs) && offs[j] == offs[j-1]+ps {
+				j++
+			}
+			if _, err := io.ReadFull(c.conn, data[offs[i]:offs[j-1]+ps]); err != nil {
+				return c.readErr(err)
+			}
+			i = j
+		}
+		return nil
+	}
+	if max := sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize); int(size) > max {
+		return c.errf("%w: payload of %d bytes, at most %d", ErrBadPacket, size, max)
+	}
+	if size == 0 {
+		return c.errf("%w: empty payload for %d pages", ErrBadPacket, len(offs))
+	}
+	if cap(c.payload) < int(size) {
+		c.payload = make([]byte, sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize))
+	}
+	payload := c.payload[:size]
+	if _, err := io.ReadFull(c.conn, payload); err != nil {
+		return c.readErr(err)
+	}
+	c.sp.Pages = c.sp.Pages[:0]
+	for _, off := range offs {
+		c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
+	}
+	c.sp.Seq = c.seq
+	if err := c.m.Recv(&c.sp, payload); err != nil {
+		return c.errf("%w: %s: %w", ErrMethod, t.info.Name, err)
+	}
+	return nil
+}
+
+func (c *recvChan) deviceState() error {
+	t := c.t
+	if _, err := io.ReadFull(c.conn, c.hdr[wire.PrefixSize:wire.DeviceStateSize]); err != nil {
+		return c.readErr(err)
+	}
+	var h wire.DeviceState
+	if err := h.UnmarshalBinary(c.hdr[:wire.DeviceStateSize]); err != nil {
+		return c.errf("%w", err)
+	}
+	size := int(h.NextPacketSize)
+	if size > t.cfg.MaxDeviceState {
+		return c.errf("%w: device-state blob of %d bytes, at most %d", ErrBadPacket, size, t.cfg.MaxDeviceState)
+	}
+	// Grow as the bytes arrive, so a lying size costs no memory.
+	blob := c.blob[:0]
+	for len(blob) < size {
+		n := min(size-len(blob), 1<<20)
+		if cap(blob)-len(blob) < n {
+			nb := make([]byte, len(blob), max(2*cap(blob), len(blob)+n))
+			copy(nb, blob)
+			blob = nb
+		}
+		if _, err := io.ReadFull(c.conn, blob[len(blob):len(blob)+n]); err != nil {
+			return c.readErr(err)
+		}
+		blob = blob[:len(blob)+n]
+	}
+	c.ctr.wire.Add(uint64(wire.DeviceStateSize + size))
+	c.ctr.devs.Add(1)
+	if t.cfg.OnDeviceState != nil {
+		if err := t.cfg.OnDeviceState(string(h.IDStr), h.InstanceID, blob); err != nil {
+			return c.errf("device state %q instance %d: %w", h.IDStr, h.InstanceID, err)
+		}
+	}
+	if cap(blob) <= 1<<20 {
+		c.blob = blob[:0]
+	}
+	return nil
+}
+
+// barrier parks the channels at each SYNC until all of them reached it.
+type barrier struct {
+	mu      sync.Mutex
+	n       int
+	arrived int
+	left    int
+	gen     chan struct{}
+	passed  atomic.Uint64
+}
+
+func (b *barrier) init(n int) {
+	b.n = n
+	b.gen = make(chan struct{})
+}
+
+func (b *barrier) wait(ctx context.Context) error {
+	b.mu.Lock()
+	if b.left > 0 {
+		b.mu.Unlock()
+		return fmt.Errorf("SYNC %d after another channel ended", b.passed.Load()+1)
+	}
+	b.arrived++
+	if b.arrived == b.n {
+		b.arrived = 0
+		close(b.gen)
+		b.gen = make(chan struct{})
+		b.passed.Add(1)
+		b.mu.Unlock()
+		return nil
+	}
+	g := b.gen
+	b.mu.Unlock()
+	select {
+	case <-g:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// leave records a channel's clean end; channels waiting at a SYNC it never
+// sent would wait forever, so that is an error.
+func (b *barrier) leave() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left++
+	if b.arrived > 0 {
+		return fmt.Errorf("channel ended while %d channels wait at SYNC %d", b.arrived, b.passed.Load()+1)
+	}
+	return nil
+}

@@ -1,0 +1,732 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Sender is the sending end of a transfer. Create it with [NewSender],
+// queue pages with SendPages or SendBlock, order them with Sync, and
+// finish with Close, which must always be called.
+type Sender struct {
+	cfg    SenderConfig
+	info   sdk.Info
+	blocks map[string]*srcBlock
+	ctl    net.Conn
+	ctlMu  sync.Mutex // guards writes on ctl
+	chans  []*sendChan
+	ready  chan struct{} // one token per idle channel
+	next   int           // where the search for an idle channel starts
+	cur    *sendPacket   // the packet the caller is filling
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	failMu sync.Mutex
+	err    error // first failure
+	done   chan struct{}
+	stop   func() bool   // stops watching the caller's context
+	watch  chan struct{} // closed when the context watcher has run
+
+	packetNum atomic.Uint64 // packet_num of the next packet, all channels
+	packets   uint64        // data packets handed to channels
+	syncs     uint64
+	start     time.Time
+	elapsed   atomic.Int64 // set when the transfer ends
+	closed    bool
+}
+
+type srcBlock struct {
+	name []byte
+	data []byte
+}
+
+type packetKind uint8
+
+const (
+	kindRAM packetKind = iota
+	kindSync
+	kindDeviceState
+)
+
+// sendPacket is a job for a channel. Its buffers move between the caller
+// and channels by swapping pointers, never by copying.
+type sendPacket struct {
+	kind    packetKind
+	block   *srcBlock
+	offsets []uint64
+	// device state
+	idstr    []byte
+	instance uint32
+	blob     []byte
+}
+
+type sendChan struct {
+	id   int
+	s    *Sender
+	conn net.Conn
+	m    sdk.Sender
+	busy atomic.Bool
+	work chan struct{}
+	pkt  *sendPacket
+	seq  uint64 // packets written on this channel
+	ctr  counters
+
+	// scratch, owned by the channel goroutine
+	hdr     []byte
+	offs    []uint64
+	zeros   []uint64
+	vec     [][]byte
+	bufs    net.Buffers
+	payload []byte
+	sp      sdk.Packet
+	rh      wire.RAM
+}
+
+// NewSender opens a transfer of mem's blocks: it connects the control
+// channel, has the receiver accept the parameters, then connects the
+// multifd channels. Cancelling ctx fails the transfer at any time.
+func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sender{
+		cfg:    cfg,
+		info:   cfg.Method.Info(),
+		blocks: make(map[string]*srcBlock),
+		ready:  make(chan struct{}, cfg.Channels),
+		done:   make(chan struct{}),
+	}
+	hello := wire.Hello{
+		UUID: cfg.UUID, Channels: cfg.Channels, PageSize: cfg.PageSize,
+		PacketPages: cfg.PacketPages, MethodFlag: s.info.Flag, Method: s.info.Name,
+	}
+	for _, b := range mem.Blocks() {
+		if len(b.Data)%cfg.PageSize != 0 {
+			return nil, fmt.Errorf("block %q: %d bytes is not a whole number of %d-byte pages", b.Name, len(b.Data), cfg.PageSize)
+		}
+		s.blocks[b.Name] = &srcBlock{name: []byte(b.Name), data: b.Data}
+		hello.Blocks = append(hello.Blocks, BlockInfo{Name: b.Name, Size: uint64(len(b.Data))})
+	}
+	body, err := hello.AppendBinary(nil)
+	if err != nil {
+		return nil, err
+	}
+
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	hctx, hcancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer hcancel()
+	if err := s.open(hctx, d, body); err != nil {
+		s.fail(err)
+		s.closeConns()
+		s.release()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if hctx.Err() != nil && !isRemote(err) {
+			return nil, fmt.Errorf("open transfer: %w (handshake timeout %v)", err, cfg.HandshakeTimeout)
+		}
+		return nil, err
+	}
+	s.watch = make(chan struct{})
+	s.stop = context.AfterFunc(ctx, func() {
+		defer close(s.watch)
+		s.fail(context.Cause(ctx))
+	})
+	s.start = time.Now()
+	s.cur = &sendPacket{offsets: make([]uint64, 0, cfg.PacketPages)}
+	for _, c := range s.chans {
+		c.pkt = &sendPacket{offsets: make([]uint64, 0, cfg.PacketPages)}
+		s.ready <- struct{}{}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := c.loop(); err != nil {
+				s.fail(err)
+			}
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.readControl()
+	}()
+	return s, nil
+}
+
+// open connects the control channel, exchanges hello and accept, and
+// connects the multifd channels.
+func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) error {
+	deadline, _ := ctx.Deadline()
+	stop := context.AfterFunc(ctx, func() { s.closeConns() })
+	defer stop()
+	ctl, err := d.Dial(ctx)
+	if err != nil {
+		return fmt.Errorf("connect control channel: %w", err)
+	}
+	s.failMu.Lock()
+	s.ctl = ctl
+	s.failMu.Unlock()
+	ctl.SetDeadline(deadline)
+	var magic [4]byte
+	be.PutUint32(magic[:], wire.ControlMagic)
+	if _, err := ctl.Write(magic[:]); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+	}
+	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+	}
+	typ, body, err := wire.ReadMessage(ctl, nil)
+	switch {
+	case err == io.EOF:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w before accepting the transfer", ErrPeerGone)}
+	case err != nil:
+		return &ChannelError{Channel: -1, Err: err}
+	case typ == wire.MsgError:
+		return &RemoteError{Side: "receiver", Msg: string(body)}
+	case typ != wire.MsgAccept:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: message %#x instead of accept", ErrBadControl, typ)}
+	}
+	ctl.SetDeadline(time.Time{})
+
+	opts := methodOptions(s.cfg.Level, s.cfg.PageSize, s.cfg.PacketPages)
+	for i := range s.cfg.Channels {
+		conn, err := d.Dial(ctx)
+		if err != nil {
+			return &ChannelError{Channel: i, Err: fmt.Errorf("connect: %w", err)}
+		}
+		c := &sendChan{id: i, s: s, conn: conn, work: make(chan struct{}, 1)}
+		s.failMu.Lock()
+		s.chans = append(s.chans, c)
+		s.failMu.Unlock()
+		init := wire.Init{UUID: s.cfg.UUID, ID: uint8(i)}
+		b, _ := init.AppendBinary(nil)
+		conn.SetWriteDeadline(deadline)
+		if _, err := conn.Write(b); err != nil {
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		}
+		conn.SetWriteDeadline(time.Time{})
+		m, err := s.cfg.Method.NewSender(i, opts)
+		if err != nil {
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s send setup: %v", ErrMethod, s.info.Name, err)}
+		}
+		c.m = m
+		c.hdr = make([]byte, 0, wire.RAMHeaderSize(s.cfg.PacketPages))
+		c.offs = make([]uint64, 0, s.cfg.PacketPages)
+		c.zeros = make([]uint64, 0, s.cfg.PacketPages)
+		c.vec = make([][]byte, 0, s.cfg.PacketPages+1)
+		c.sp.Pages = make([][]byte, 0, s.cfg.PacketPages)
+	}
+	return nil
+}
+
+// SendBlock queues every page of the named block.
+func (s *Sender) SendBlock(block string) error {
+	b, ok := s.blocks[block]
+	if !ok {
+		return fmt.Errorf("send: unknown block %q", block)
+	}
+	return s.SendRange(block, 0, uint64(len(b.data)))
+}
+
+// SendRange queues the pages of block in [off, off+n); both must be page
+// aligned.
+func (s *Sender) SendRange(block string, off, n uint64) error {
+	b, err := s.block(block)
+	if err != nil {
+		return err
+	}
+	ps := uint64(s.cfg.PageSize)
+	if off%ps != 0 || n%ps != 0 || off > uint64(len(b.data)) || n > uint64(len(b.data))-off {
+		return fmt.Errorf("send: range %#x+%#x of block %q (%d bytes) is not page aligned or out of bounds", off, n, block, len(b.data))
+	}
+	for o := off; o < off+n; o += ps {
+		if err := s.add(b, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendPages queues the pages of block at the given byte offsets, in that
+// order (a dirty list).
+func (s *Sender) SendPages(block string, offsets []uint64) error {
+	b, err := s.block(block)
+	if err != nil {
+		return err
+	}
+	ps := uint64(s.cfg.PageSize)
+	for _, o := range offsets {
+		if o%ps != 0 || o >= uint64(len(b.data)) {
+			return fmt.Errorf("send: offset %#x of block %q (%d bytes) is not page aligned or out of bounds", o, block, len(b.data))
+		}
+		if err := s.add(b, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sender) block(name string) (*srcBlock, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if err := s.failure(); err != nil {
+		return nil, err
+	}
+	b, ok := s.blocks[name]
+	if !ok {
+		return nil, fmt.Errorf("send: unknown block %q", name)
+	}
+	return b, nil
+}
+
+func (s *Sender) add(b *srcBlock, off uint64) error {
+	p := s.cur
+	if p.block != b || len(p.offsets) == cap(p.offsets) {
+		if err := s.flush(); err != nil {
+			return err
+		}
+		p = s.cur
+		p.block = b
+	}
+	p.offsets = append(p.offsets, off)
+	return nil
+}
+
+// flush hands the packet being filled to the next idle channel.
+func (s *Sender) flush() error {
+	if len(s.cur.offsets) == 0 {
+		return nil
+	}
+	c, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	s.cur.kind = kindRAM
+	c.pkt, s.cur = s.cur, c.pkt
+	s.cur.offsets = s.cur.offsets[:0]
+	s.cur.block = nil
+	s.packets++
+	c.work <- struct{}{}
+	return nil
+}
+
+// acquire waits for an idle channel and marks it busy, searching round
+// robin from the channel after the last one used, as QEMU does.
+func (s *Sender) acquire() (*sendChan, error) {
+	select {
+	case <-s.ready:
+	case <-s.ctx.Done():
+		return nil, s.failure()
+	}
+	n := len(s.chans)
+	for i := range n {
+		k := (s.next + i) % n
+		if c := s.chans[k]; c.busy.CompareAndSwap(false, true) {
+			s.next = (k + 1) % n
+			return c, nil
+		}
+	}
+	return nil, errors.New("pagewire: internal error: no idle channel behind a ready token")
+}
+
+// waitIdle takes every channel's ready token: all channels are idle and
+// everything handed to them is written.
+func (s *Sender) waitIdle() error {
+	for range s.chans {
+		select {
+		case <-s.ready:
+		case <-s.ctx.Done():
+			return s.failure()
+		}
+	}
+	return nil
+}
+
+func (s *Sender) releaseIdle() {
+	for range s.chans {
+		s.ready <- struct{}{}
+	}
+}
+
+// Sync is a barrier: it sends a SYNC on every channel after everything
+// queued so far, and returns once all of it is written. On the receiver,
+// nothing queued after a Sync lands before everything queued before it.
+// After Sync returns, queued pages may change again.
+func (s *Sender) Sync() error {
+	if s.closed {
+		return ErrClosed
+	}
+	return s.sync()
+}
+
+// sync sends a SYNC on every channel and then the sync marker on the
+// control channel.
+func (s *Sender) sync() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if err := s.waitIdle(); err != nil {
+		return err
+	}
+	for _, c := range s.chans {
+		c.busy.Store(true)
+		c.pkt.kind = kindSync
+		c.work <- struct{}{}
+	}
+	if err := s.waitIdle(); err != nil {
+		return err
+	}
+	s.syncs++
+	s.releaseIdle()
+	var b [8]byte
+	be.PutUint64(b[:], s.syncs)
+	return s.control(wire.MsgSync, b[:])
+}
+
+// SendDeviceState queues a device-state blob (QEMU 10's
+// MULTIFD_FLAG_DEVICE_STATE packet) on the next idle channel. idstr is at
+// most 255 bytes and blob is not empty; blob must not change until the
+// next Sync or Close.
+func (s *Sender) SendDeviceState(idstr string, instance uint32, blob []byte) error {
+	if s.closed {
+		return ErrClosed
+	}
+	switch {
+	case len(idstr) >= wire.NameSize:
+		return fmt.Errorf("send device state: idstr of %d bytes, at most %d", len(idstr), wire.NameSize-1)
+	case len(blob) == 0:
+		return errors.New("send device state: empty blob")
+	case uint64(len(blob)) > 1<<32-1:
+		return fmt.Errorf("send device state: blob of %d bytes, at most 4 GiB", len(blob))
+	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	c, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	p := c.pkt
+	p.kind = kindDeviceState
+	p.idstr = append(p.idstr[:0], idstr...)
+	p.instance = instance
+	p.blob = blob
+	c.work <- struct{}{}
+	return nil
+}
+
+// Close sends everything still queued, a final SYNC and the end of the
+// transfer, waits until the receiver confirms that every page landed,
+// and releases all channels. It returns the transfer's statistics and
+// the transfer's error, if any. After a failure Close only releases.
+func (s *Sender) Close() (Stats, error) {
+	if s.closed {
+		return s.Stats(), ErrClosed
+	}
+	s.closed = true
+	err := s.finish()
+	if err != nil {
+		s.fail(err)
+	}
+	s.closeConns()
+	if !s.stop() {
+		<-s.watch // the watcher fired: let it finish
+	}
+	s.wg.Wait()
+	s.elapsed.CompareAndSwap(0, int64(time.Since(s.start)))
+	s.release()
+	st := s.Stats()
+	if err := s.failure(); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+func (s *Sender) finish() error {
+	if err := s.failure(); err != nil {
+		return err
+	}
+	if err := s.sync(); err != nil {
+		return err
+	}
+	end := wire.End{Syncs: s.syncs, Packets: s.packets}
+	b, _ := end.AppendBinary(nil)
+	if err := s.control(wire.MsgEnd, b); err != nil {
+		return err
+	}
+	// Every channel is idle: end their goroutines and their streams.
+	for _, c := range s.chans {
+		close(c.work)
+	}
+	for _, c := range s.chans {
+		c.conn.Close()
+	}
+	var timeout <-chan time.Time
+	if s.cfg.Timeout > 0 {
+		t := time.NewTimer(s.cfg.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-s.done:
+		s.elapsed.Store(int64(time.Since(s.start)))
+		return nil
+	case <-s.ctx.Done():
+		return s.failure()
+	case <-timeout:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("no confirmation from the receiver within %v", s.cfg.Timeout)}
+	}
+}
+
+// Stats returns the transfer's statistics so far. It may be called from
+// any goroutine.
+func (s *Sender) Stats() Stats {
+	cs := make([]*counters, len(s.chans))
+	for i, c := range s.chans {
+		cs[i] = &c.ctr
+	}
+	el := time.Duration(s.elapsed.Load())
+	if el == 0 {
+		el = time.Since(s.start)
+	}
+	return collect(s.info.Name, s.cfg.PageSize, el, cs)
+}
+
+// Err returns the transfer's failure, or nil while it is healthy.
+func (s *Sender) Err() error { return s.failure() }
+
+func (s *Sender) control(typ byte, body []byte) error {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if s.cfg.Timeout > 0 {
+		s.ctl.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
+	}
+	if err := wire.WriteMessage(s.ctl, typ, body); err != nil {
+		if ferr := s.failure(); ferr != nil {
+			return ferr
+		}
+		err = &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		s.fail(err)
+		return s.failure()
+	}
+	return nil
+}
+
+// readControl waits for the receiver's done or error.
+func (s *Sender) readControl() {
+	typ, body, err := wire.ReadMessage(s.ctl, nil)
+	switch {
+	case err != nil && s.ctx.Err() != nil:
+		// We are shutting down.
+	case err == io.EOF:
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: receiver closed the control channel", ErrPeerGone)})
+	case err != nil:
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)})
+	case typ == wire.MsgError:
+		s.fail(&RemoteError{Side: "receiver", Msg: string(body)})
+	case typ == wire.MsgDone:
+		close(s.done)
+	default:
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: unexpected message %#x from the receiver", ErrBadControl, typ)})
+	}
+}
+
+// fail records the first error, tells the receiver, and stops every
+// channel by closing its connection. It may be called from any goroutine.
+func (s *Sender) fail(err error) {
+	s.failMu.Lock()
+	if s.err != nil {
+		s.failMu.Unlock()
+		return
+	}
+	s.err = err
+	ctl := s.ctl
+	s.failMu.Unlock()
+	s.cancel(err)
+	if ctl != nil && !isRemote(err) {
+		// Best effort, bounded: the receiver reports our reason.
+		ctl.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		s.ctlMu.Lock()
+		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("sender: "+err.Error()))
+		s.ctlMu.Unlock()
+	}
+	s.closeConns()
+}
+
+func (s *Sender) failure() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	return s.err
+}
+
+func (s *Sender) closeConns() {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
+	for _, c := range s.chans {
+		c.conn.Close()
+	}
+}
+
+// release runs every method's send cleanup.
+func (s *Sender) release() {
+	for _, c := range s.chans {
+		if c.m != nil {
+			c.m.Close()
+			c.m = nil
+		}
+	}
+}
+
+func isRemote(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re)
+}
+
+// loop runs one channel: it writes each job handed to it, then marks
+// itself idle. It returns when its work channel is closed or the transfer
+// fails.
+func (c *sendChan) loop() error {
+	for {
+		select {
+		case _, ok := <-c.work:
+			if !ok {
+				return nil
+			}
+		case <-c.s.ctx.Done():
+			return nil
+		}
+		c.seq++
+		if err := c.send(c.pkt); err != nil {
+			if c.s.ctx.Err() != nil {
+				return nil // already failing; the first error wins
+			}
+			return &ChannelError{Channel: c.id, Packet: c.seq, Err: err}
+		}
+		c.busy.Store(false)
+		c.s.ready <- struct{}{}
+	}
+}
+
+func (c *sendChan) send(p *sendPacket) error {
+	s := c.s
+	c.vec = c.vec[:0]
+	var err error
+	switch p.kind {
+	case kindSync:
+		c.rh = wire.RAM{Flags: wire.FlagSync, PacketNum: s.packetNum.Add(1) - 1, Offsets: c.offs[:0]}
+		c.hdr, err = c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
+		c.vec = append(c.vec, c.hdr)
+	case kindDeviceState:
+		h := wire.DeviceState{IDStr: p.idstr, InstanceID: p.instance, NextPacketSize: uint32(len(p.blob))}
+		c.hdr, err = h.AppendBinary(c.hdr[:0])
+		c.vec = append(c.vec, c.hdr, p.blob)
+		p.blob = nil
+	case kindRAM:
+		err = c.prepareRAM(p)
+	}
+	if err != nil {
+		return err
+	}
+	if s.cfg.Timeout > 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
+	}
+	c.bufs = c.vec
+	n, err := c.bufs.WriteTo(c.conn)
+	c.ctr.wire.Add(uint64(n))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrPeerGone, err)
+	}
+	switch p.kind {
+	case kindSync:
+		c.ctr.syncs.Add(1)
+	case kindDeviceState:
+		c.ctr.devs.Add(1)
+	case kindRAM:
+		c.ctr.packets.Add(1)
+		c.ctr.normal.Add(uint64(c.rh.NormalPages))
+		c.ctr.zero.Add(uint64(c.rh.ZeroPages))
+	}
+	return nil
+}
+
+// prepareRAM detects zero pages, runs the method and lays out the header
+// and payload in c.vec.
+func (c *sendChan) prepareRAM(p *sendPacket) error {
+	s := c.s
+	ps := uint64(s.cfg.PageSize)
+	data := p.block.data
+	c.offs, c.zeros = c.offs[:0], c.zeros[:0]
+	for _, off := range p.offsets {
+		if IsZero(data[off : off+ps]) {
+			c.zeros = append(c.zeros, off)
+		} else {
+			c.offs = append(c.offs, off)
+		}
+	}
+	normal := len(c.offs)
+	c.rh = wire.RAM{
+		Flags:       s.info.Flag,
+		PagesAlloc:  uint32(s.cfg.PacketPages),
+		NormalPages: uint32(normal),
+		ZeroPages:   uint32(len(c.zeros)),
+		PacketNum:   s.packetNum.Add(1) - 1,
+		Block:       p.block.name,
+		Offsets:     append(c.offs, c.zeros...),
+	}
+	c.vec = append(c.vec, nil) // the header, filled in below
+	switch {
+	case normal == 0:
+	case s.info.Raw:
+		c.rh.NextPacketSize = uint32(normal) * uint32(ps)
+		// One iovec per run of adjacent pages.
+		for i := 0; i < normal; {
+			j := i + 1
+			for j < normal && c.offs[j] == c.offs[j-1]+ps {
+				j++
+			}
+			c.vec = append(c.vec, data[c.offs[i]:c.offs[j-1]+ps])
+			i = j
+		}
+	default:
+		c.sp.Pages = c.sp.Pages[:0]
+		for _, off := range c.offs {
+			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
+		}
+		c.sp.Seq = c.seq
+		out, err := c.m.Prepare(&c.sp, c.payload[:0])
+		if err != nil {
+			return fmt.Errorf("%w: %s prepare: %v", ErrMethod, s.info.Name, err)
+		}
+		if max := sdk.MaxPayload(s.cfg.PacketPages, s.cfg.PageSize); len(out) > max {
+			return fmt.Errorf("%w: %s produced %d bytes for %d pages, at most %d", ErrMethod, s.info.Name, len(out), normal, max)
+		}
+		c.payload = out
+		c.rh.NextPacketSize = uint32(len(out))
+		c.vec = append(c.vec, out)
+	}
+	hdr, err := c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
+	if err != nil {
+		return err
+	}
+	c.hdr = hdr
+	c.vec[0] = hdr
+	// c.offs's storage now holds normal and zero offsets; keep it.
+	c.offs = c.rh.Offsets
+	return nil
+}
