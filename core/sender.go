@@ -593,6 +593,10 @@ func (s *Sender) release() {
 	}
 }
 
+// testHookSent, when set by a test, sees every RAM packet's channel and
+// offsets (normal, then zero) before it is written.
+var testHookSent func(ch int, offsets []uint64)
+
 func isRemote(err error) bool {
 	var re *RemoteError
 	return errors.As(err, &re)
@@ -723,6 +727,9 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	hdr, err := c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
 	if err != nil {
 		return err
+	}
+	if testHookSent != nil {
+		testHookSent(c.id, c.rh.Offsets)
 	}
 	c.hdr = hdr
 	c.vec[0] = hdr

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// common holds the flags shared by send, recv and demo.
+type common struct {
+	channels int
+	method   string
+	level    int
+	json     bool
+	timeout  time.Duration
+	progress bool
+}
+
+func (c *common) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.IntVarP(&c.channels, "channels", "n", core.DefaultChannels, "number of multifd channels (1-255)")
+	f.StringVarP(&c.method, "method", "m", "nocomp", "compression method (see 'pagewire methods')")
+	f.IntVar(&c.level, "level", 0, "compression level (0: the method's default)")
+	f.BoolVar(&c.json, "json", false, "print the summary as JSON on stdout")
+	f.DurationVar(&c.timeout, "timeout", 0, "fail when a single read or write stalls this long (0: never)")
+	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
+}
+
+func (c *common) lookup() (sdk.Method, error) {
+	if c.channels < 1 || c.channels > 255 {
+		return nil, usageError{fmt.Errorf("--channels %d: want 1..255", c.channels)}
+	}
+	m, err := core.Methods.Lookup(c.method)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--method: %w", err)}
+	}
+	return m, nil
+}
+
+// showProgress draws a bar for RAM bytes moved until ctx is done, when
+// stderr is a terminal. total may change (the receiver learns it late).
+func (c *common) showProgress(ctx context.Context, desc string, total func() int64, stats func() core.Stats) (wait func()) {
+	if !c.progress || !term.IsTerminal(int(os.Stderr.Fd())) {
+		return func() {}
+	}
+	bar := progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		max := int64(-1)
+		for {
+			select {
+			case <-ctx.Done():
+				bar.Finish()
+				bar.Exit()
+				return
+			case <-t.C:
+			}
+			if n := total(); n > 0 && n != max {
+				max = n
+				bar.ChangeMax64(n)
+			}
+			st := stats()
+			bar.Set64(int64(st.RAMBytes()))
+		}
+	}()
+	return func() { <-done }
+}
+
+// summary is the machine-readable result of a command.
+type summary struct {
+	Role     string  `json:"role"`
+	Addr     string  `json:"addr,omitempty"`
+	Image    string  `json:"image,omitempty"`
+	RAMBytes uint64  `json:"ram_bytes"`
+	Pages    uint64  `json:"pages"`
+	Seconds  float64 `json:"seconds"`
+	MBps     float64 `json:"mb_per_s"`
+	Ratio    float64 `json:"ratio"`
+	Verified *bool   `json:"verified,omitempty"`
+	core.Stats
+}
+
+func newSummary(role string, st core.Stats) summary {
+	return summary{
+		Role:     role,
+		RAMBytes: st.RAMBytes(),
+		Pages:    st.NormalPages + st.ZeroPages,
+		Seconds:  st.Elapsed.Seconds(),
+		MBps:     st.MBps(),
+		Ratio:    st.Ratio(),
+		Stats:    st,
+	}
+}
+
+func (c *common) report(w io.Writer, s summary) {
+	if c.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(s)
+		return
+	}
+	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire (ratio %.2f), %d channels, %s\n",
+		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.Pages, s.ZeroPages,
+		bytesText(s.WireBytes), s.Ratio, len(s.Channels), s.Method)
+}
+
+func bytesText(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// parseSize reads sizes such as 4096, 64K, 256M, 1G (powers of 1024).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB")
+	t = strings.TrimSuffix(t, "B")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q: want bytes, or a number with K, M, G or T", s)
+	}
+	return v * mult, nil
+}
