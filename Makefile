@@ -1,0 +1,43 @@
+# pagewire: `make demo` runs the main job, `make test` the tests; both set
+# up what they need first (scripts/setup.sh).
+
+GO        ?= go
+FUZZTIME  ?= 30s
+BENCHTIME ?= 5x
+COUNT     ?= 1
+BIN       := bin
+
+.PHONY: default setup build demo test lint check bench fuzz clean
+
+default: lint test
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(GO) build -o $(BIN)/pagewire ./cmd/pagewire
+
+demo: build
+	$(BIN)/pagewire demo
+
+# -race everywhere; every wait in the tests is bounded well below this.
+test: setup
+	$(GO) vet ./...
+	$(GO) test -race -timeout 15m ./...
+
+lint:
+	$(GO) vet ./...
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+check: lint test
+
+# Side-by-side benchmarks: each compares pagewire with its baseline in the
+# same run (see the benchmark's doc comment). COUNT=10 for benchstat.
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(COUNT) ./...
+
+fuzz: setup
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+clean:
+	rm -rf $(BIN)

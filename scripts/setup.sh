@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what pagewire's build, demo and tests need on a fresh Debian 12
+# machine, and nothing that is already there. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_go="$(sed -n 's/^go \([0-9.]*\).*/\1/p' go.mod)"
+if ! command -v go >/dev/null 2>&1; then
+	echo "setup: Go $need_go or newer is required (https://go.dev/doc/install); none is on PATH" >&2
+	exit 1
+fi
+
+# Debian packages the tests use, installed only when missing. The engine's
+# tests need none yet; the QEMU-peer tests add qemu-system-x86 here.
+apt_packages=""
+pkgs=()
+for p in $apt_packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
+done
+if [ "${#pkgs[@]}" -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	echo "setup: installing ${pkgs[*]}"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+go mod download
