@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -40,8 +41,26 @@ func Alloc(infos []BlockInfo) (Memory, error) {
 			return nil, fmt.Errorf("block %q: %d bytes do not fit in memory", in.Name, in.Size)
 		}
 		bs[i] = Block{Name: in.Name, Data: make([]byte, in.Size)}
+		adviseHuge(bs[i].Data)
 	}
 	return bs, nil
+}
+
+// adviseHuge asks the kernel for transparent huge pages under the 2 MiB
+// aligned interior of b: a receiver then takes one page fault per 2 MiB
+// instead of one per 4 KiB, which otherwise costs more than the transfer
+// itself on fresh memory. A hint only; errors are ignored.
+func adviseHuge(b []byte) {
+	const huge = 2 << 20
+	if len(b) < 2*huge {
+		return
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	skip := int((huge - start%huge) % huge)
+	n := (len(b) - skip) &^ (huge - 1)
+	if n > 0 {
+		unix.Madvise(b[skip:skip+n], unix.MADV_HUGEPAGE)
+	}
 }
 
 const maxInt = int(^uint(0) >> 1)
