@@ -21,5 +21,11 @@
 // [Sender.Close], which return only once every queued page is on the wire.
 // A Receiver writes into destination memory from all its channel
 // goroutines; a page sent again after a Sync is never overtaken by its
-// older copy.
+// older copy. A page may be queued at most once between two Syncs: two
+// copies in flight at once could land in either order.
+//
+// Errors that the receiver and sender report come from the side that
+// failed first: when one end hangs up because of an error, the other
+// reports that end's reason (a [*RemoteError]) rather than the broken
+// connection it noticed.
 package core

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pagewire/pagewire/core/wire"
 )
@@ -62,3 +63,21 @@ type RemoteError struct {
 func (e *RemoteError) Error() string { return e.Side + " failed: " + e.Msg }
 
 var be = binary.BigEndian
+
+// errorGrace bounds the best-effort exchange of failure reasons between
+// the two ends.
+const errorGrace = 500 * time.Millisecond
+
+// firstError keeps a transfer's first error, with one exception: a peer
+// that hung up (ErrPeerGone) usually tells why over the control channel
+// a moment later, and its reason replaces the bare hang-up. It reports
+// whether next was the first error.
+func firstError(cur, next error) (error, bool) {
+	switch {
+	case cur == nil:
+		return next, true
+	case isRemote(next) && !isRemote(cur) && errors.Is(cur, ErrPeerGone):
+		return next, false
+	}
+	return cur, false
+}

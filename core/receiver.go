@@ -353,10 +353,10 @@ func (t *transfer) setup() error {
 	for _, b := range h.Blocks {
 		data, ok := have[b.Name]
 		if !ok {
-			return fmt.Errorf("destination has no block %q", b.Name)
+			return fmt.Errorf("%w: destination has no block %q", ErrBadHandshake, b.Name)
 		}
 		if uint64(len(data)) != b.Size {
-			return fmt.Errorf("block %q: sender has %d bytes, destination %d", b.Name, b.Size, len(data))
+			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
 		t.blocks[b.Name] = data
 	}
@@ -402,6 +402,8 @@ func (t *transfer) readControl() error {
 			return nil
 		case err == io.EOF:
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sender closed the control channel before the end of the transfer", ErrPeerGone)}
+		case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
+			return &ChannelError{Channel: -1, Err: err}
 		case err != nil:
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
 		}
@@ -448,19 +450,40 @@ func (t *transfer) checkEnd() error {
 // by closing its connection. It may be called from any goroutine.
 func (t *transfer) fail(err error) {
 	t.mu.Lock()
-	if t.err != nil {
-		t.mu.Unlock()
-		return
-	}
-	t.err = err
+	var first bool
+	t.err, first = firstError(t.err, err)
 	ctl := t.ctl
 	t.mu.Unlock()
-	t.cancel(err)
-	if ctl != nil && !isRemote(err) {
-		ctl.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	if !first {
+		return
+	}
+	if ctl == nil {
+		t.cancel(err)
+		t.closeConns()
+		return
+	}
+	if !isRemote(err) {
+		// Tell the sender first, then cancel, so that Receive's cleanup
+		// cannot close the control channel under this message.
+		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
 		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("receiver: "+err.Error()))
 	}
-	t.closeConns()
+	t.cancel(err)
+	// When the sender hung up on us, keep the control channel readable
+	// for errorGrace, so that readControl can pick up the sender's reason.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ln.Close()
+	for _, c := range t.conns {
+		if c != ctl {
+			c.Close()
+		}
+	}
+	if errors.Is(err, ErrPeerGone) {
+		ctl.SetReadDeadline(time.Now().Add(errorGrace))
+	} else {
+		ctl.Close()
+	}
 }
 
 func (t *transfer) failure() error {
@@ -487,16 +510,21 @@ func (c *recvChan) errf(format string, args ...any) error {
 func (c *recvChan) loop() error {
 	t := c.t
 	for {
+		if t.ctx.Err() != nil {
+			// The transfer failed: a SYNC no longer holds this channel
+			// back, so applying more packets could race with an older copy.
+			return nil
+		}
 		c.seq++
 		if t.cfg.Timeout > 0 {
 			c.conn.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
 		}
 		_, err := io.ReadFull(c.conn, c.hdr[:wire.PrefixSize])
 		if err == io.EOF {
-			c.seq--
 			if err := t.bar.leave(); err != nil {
 				return c.errf("%w: %v", ErrBadPacket, err)
 			}
+			c.seq--
 			return nil
 		}
 		if err != nil {

@@ -29,14 +29,15 @@ type Sender struct {
 	next   int           // where the search for an idle channel starts
 	cur    *sendPacket   // the packet the caller is filling
 
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
-	failMu sync.Mutex
-	err    error // first failure
-	done   chan struct{}
-	stop   func() bool   // stops watching the caller's context
-	watch  chan struct{} // closed when the context watcher has run
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	wg      sync.WaitGroup
+	failMu  sync.Mutex
+	err     error // first failure
+	done    chan struct{}
+	ctlDone chan struct{} // closed when readControl has returned
+	stop    func() bool   // stops watching the caller's context
+	watch   chan struct{} // closed when the context watcher has run
 
 	packetNum atomic.Uint64 // packet_num of the next packet, all channels
 	packets   uint64        // data packets handed to channels
@@ -157,9 +158,11 @@ func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 			}
 		}()
 	}
+	s.ctlDone = make(chan struct{})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(s.ctlDone)
 		s.readControl()
 	}()
 	return s, nil
@@ -431,7 +434,9 @@ func (s *Sender) SendDeviceState(idstr string, instance uint32, blob []byte) err
 // Close sends everything still queued, a final SYNC and the end of the
 // transfer, waits until the receiver confirms that every page landed,
 // and releases all channels. It returns the transfer's statistics and
-// the transfer's error, if any. After a failure Close only releases.
+// the transfer's error, if any: when the receiver failed, its reason (a
+// [*RemoteError]) rather than the broken connection that was noticed
+// first. After a failure Close only releases.
 func (s *Sender) Close() (Stats, error) {
 	if s.closed {
 		return s.Stats(), ErrClosed
@@ -440,6 +445,15 @@ func (s *Sender) Close() (Stats, error) {
 	err := s.finish()
 	if err != nil {
 		s.fail(err)
+	}
+	if err := s.failure(); errors.Is(err, ErrPeerGone) && !isRemote(err) {
+		// The receiver hung up: give it errorGrace to say why.
+		t := time.NewTimer(2 * errorGrace)
+		select {
+		case <-s.ctlDone:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	s.closeConns()
 	if !s.stop() {
@@ -510,11 +524,12 @@ func (s *Sender) Err() error { return s.failure() }
 
 func (s *Sender) control(typ byte, body []byte) error {
 	s.ctlMu.Lock()
-	defer s.ctlMu.Unlock()
 	if s.cfg.Timeout > 0 {
 		s.ctl.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
 	}
-	if err := wire.WriteMessage(s.ctl, typ, body); err != nil {
+	err := wire.WriteMessage(s.ctl, typ, body)
+	s.ctlMu.Unlock() // fail takes it to send the reason
+	if err != nil {
 		if ferr := s.failure(); ferr != nil {
 			return ferr
 		}
@@ -533,6 +548,8 @@ func (s *Sender) readControl() {
 		// We are shutting down.
 	case err == io.EOF:
 		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: receiver closed the control channel", ErrPeerGone)})
+	case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
+		s.fail(&ChannelError{Channel: -1, Err: err})
 	case err != nil:
 		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)})
 	case typ == wire.MsgError:
@@ -548,22 +565,45 @@ func (s *Sender) readControl() {
 // channel by closing its connection. It may be called from any goroutine.
 func (s *Sender) fail(err error) {
 	s.failMu.Lock()
-	if s.err != nil {
-		s.failMu.Unlock()
-		return
-	}
-	s.err = err
+	var first bool
+	s.err, first = firstError(s.err, err)
 	ctl := s.ctl
 	s.failMu.Unlock()
-	s.cancel(err)
-	if ctl != nil && !isRemote(err) {
-		// Best effort, bounded: the receiver reports our reason.
-		ctl.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	if !first {
+		return
+	}
+	if ctl == nil {
+		s.cancel(err)
+		s.closeConns()
+		return
+	}
+	if !isRemote(err) {
+		// Best effort, bounded: the receiver reports our reason. Only
+		// then is the transfer cancelled, so that nothing closes the
+		// control channel under this message.
+		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
 		s.ctlMu.Lock()
 		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("sender: "+err.Error()))
 		s.ctlMu.Unlock()
 	}
-	s.closeConns()
+	s.cancel(err)
+	s.stopChannels(ctl, errors.Is(err, ErrPeerGone))
+}
+
+// stopChannels closes every multifd connection. When the receiver hung
+// up on us, the control channel stays readable for errorGrace, so that
+// readControl can pick up the receiver's reason.
+func (s *Sender) stopChannels(ctl net.Conn, listen bool) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	for _, c := range s.chans {
+		c.conn.Close()
+	}
+	if listen {
+		ctl.SetReadDeadline(time.Now().Add(errorGrace))
+	} else {
+		ctl.Close()
+	}
 }
 
 func (s *Sender) failure() error {

@@ -127,8 +127,8 @@ func runDemo(ctx context.Context, c *common, method string, size, rounds int, di
 	st, cerr := s.Close()
 	pcancel()
 	wait()
-	if err == nil {
-		err = cerr
+	if cerr != nil {
+		err = cerr // the transfer's error, with the peer's reason when it gave one
 	}
 	if err != nil {
 		rcancel()

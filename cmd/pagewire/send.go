@@ -62,8 +62,8 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			st, cerr := s.Close()
 			cancel()
 			wait()
-			if err == nil {
-				err = cerr
+			if cerr != nil {
+				err = cerr // the transfer's error, with the peer's reason when it gave one
 			}
 			if err != nil {
 				return err

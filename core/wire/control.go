@@ -24,7 +24,7 @@ const (
 	MaxPacketPages = 1024
 	MinPageSize    = 512
 	MaxPageSize    = 64 << 10
-	MaxBlocks      = 1024
+	MaxBlocks      = 200      // a full hello (200 x 264 bytes of blocks) fits MaxMessage
 	MaxMessage     = 64 << 10 // largest control message body
 	maxErrorText   = 4 << 10
 )
@@ -186,7 +186,7 @@ func ReadMessage(r io.Reader, buf []byte) (typ byte, body []byte, err error) {
 	var h [5]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		if err == io.ErrUnexpectedEOF {
-			err = fmt.Errorf("%w: truncated message header", ErrBadControl)
+			err = fmt.Errorf("%w: truncated message header: %w", ErrBadControl, io.ErrUnexpectedEOF)
 		}
 		return 0, nil, err
 	}
@@ -205,7 +205,7 @@ func ReadMessage(r io.Reader, buf []byte) (typ byte, body []byte, err error) {
 	body = buf[:n]
 	if _, err := io.ReadFull(r, body); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			err = fmt.Errorf("%w: truncated message body", ErrBadControl)
+			err = fmt.Errorf("%w: truncated message body: %w", ErrBadControl, io.ErrUnexpectedEOF)
 		}
 		return 0, nil, err
 	}
