@@ -6,7 +6,9 @@ package pagegen
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync"
 )
 
 // Mix is the share of each kind of page, in percent; the rest are random.
@@ -29,9 +31,19 @@ var words = []string{
 // Fill fills dst (a whole number of pages) with pages drawn from mix,
 // deterministically from seed.
 func Fill(dst []byte, pageSize int, mix Mix, seed uint64) {
-	for off := 0; off+pageSize <= len(dst); off += pageSize {
-		FillPage(dst[off:off+pageSize], mix, seed, uint64(off/pageSize))
+	pages := len(dst) / pageSize
+	workers := min(runtime.GOMAXPROCS(0), max(1, pages/1024))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := w * pages / workers; n < (w+1)*pages/workers; n++ {
+				FillPage(dst[n*pageSize:(n+1)*pageSize], mix, seed, uint64(n))
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // Image returns size bytes of synthetic memory made by Fill.
