@@ -98,6 +98,11 @@ func (h *Hello) AppendBinary(b []byte) ([]byte, error) {
 	if err := h.Check(); err != nil {
 		return b, err
 	}
+	return h.appendTo(b), nil
+}
+
+// appendTo appends the hello body without checking it.
+func (h *Hello) appendTo(b []byte) []byte {
 	b = be.AppendUint32(b, ControlVersion)
 	b = append(b, h.UUID[:]...)
 	b = be.AppendUint32(b, uint32(h.Channels))
@@ -112,7 +117,7 @@ func (h *Hello) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, bl.Name...)
 		b = be.AppendUint64(b, bl.Size)
 	}
-	return b, nil
+	return b
 }
 
 // UnmarshalBinary decodes and checks a hello body.

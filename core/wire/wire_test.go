@@ -41,23 +41,7 @@ func devEqual(a, b *wire.DeviceState) bool {
 
 // rawHello encodes h like Hello.AppendBinary but without checking it, so
 // that tests can build hellos a conforming sender would never send.
-func rawHello(h wire.Hello) []byte {
-	b := be.AppendUint32(nil, wire.ControlVersion)
-	b = append(b, h.UUID[:]...)
-	b = be.AppendUint32(b, uint32(h.Channels))
-	b = be.AppendUint32(b, uint32(h.PageSize))
-	b = be.AppendUint32(b, uint32(h.PacketPages))
-	b = be.AppendUint32(b, h.MethodFlag)
-	b = append(b, byte(len(h.Method)))
-	b = append(b, h.Method...)
-	b = be.AppendUint16(b, uint16(len(h.Blocks)))
-	for _, bl := range h.Blocks {
-		b = append(b, byte(len(bl.Name)))
-		b = append(b, bl.Name...)
-		b = be.AppendUint64(b, bl.Size)
-	}
-	return b
-}
+func rawHello(h wire.Hello) []byte { return wire.AppendHelloUnchecked(&h) }
 
 func validHello() wire.Hello {
 	return wire.Hello{
