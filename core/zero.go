@@ -8,13 +8,11 @@ import (
 var zeros [64 << 10]byte
 
 // IsZero reports whether every byte of page is zero. Most non-zero pages
-// are told apart by their first or last word; the rest is compared
+// are told apart by their first word without a call; the rest is compared
 // against a zero page with the runtime's vectorised memequal.
 func IsZero(page []byte) bool {
-	if n := len(page); n >= 16 {
-		if binary.NativeEndian.Uint64(page)|binary.NativeEndian.Uint64(page[n-8:]) != 0 {
-			return false
-		}
+	if len(page) >= 8 && binary.NativeEndian.Uint64(page) != 0 {
+		return false
 	}
 	for len(page) > 0 {
 		n := min(len(page), len(zeros))
