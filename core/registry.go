@@ -5,7 +5,10 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/pagewire/pagewire/plugins/lz4"
 	"github.com/pagewire/pagewire/plugins/nocomp"
+	"github.com/pagewire/pagewire/plugins/zlib"
+	"github.com/pagewire/pagewire/plugins/zstd"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -15,8 +18,9 @@ type Registry struct {
 	methods map[string]sdk.Method
 }
 
-// Methods is the default registry; nocomp is registered in it.
-var Methods = NewRegistry(nocomp.New())
+// Methods is the default registry: the built-in methods nocomp, zlib,
+// zstd and lz4.
+var Methods = NewRegistry(nocomp.New(), zlib.New(), zstd.New(), lz4.New())
 
 // NewRegistry returns a registry holding ms.
 func NewRegistry(ms ...sdk.Method) *Registry {

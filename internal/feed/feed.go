@@ -1,0 +1,63 @@
+// Package feed turns the payloads of a channel's packets into the one
+// continuous byte stream a streaming decompressor expects: QEMU's zlib and
+// zstd methods keep one stream per channel for the whole migration and
+// flush it at the end of every packet.
+package feed
+
+import (
+	"errors"
+	"io"
+)
+
+// ErrShort is returned by Read once the current packet's payload is used
+// up: the decoder wanted more bytes than the packet carried.
+var ErrShort = errors.New("payload ends before the packet's pages are complete")
+
+// Feed serves the bytes a decoder has not consumed yet from earlier
+// packets, then the current packet's payload. It implements io.ByteReader
+// so that flate consumes exactly what it decodes and never reads ahead.
+type Feed struct {
+	rest []byte // unconsumed bytes of earlier packets, owned
+	cur  []byte // the current payload, borrowed for one packet
+}
+
+// Start makes payload the current packet's bytes. payload is only read
+// until End.
+func (f *Feed) Start(payload []byte) { f.cur = payload }
+
+// End keeps what the decoder left of the current packet for the next one
+// and returns how many bytes that is.
+func (f *Feed) End() int {
+	f.rest = append(f.rest, f.cur...)
+	f.cur = nil
+	return len(f.rest)
+}
+
+// Read implements io.Reader.
+func (f *Feed) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(f.rest) > 0 {
+		n := copy(p, f.rest)
+		f.rest = f.rest[:copy(f.rest, f.rest[n:])]
+		return n, nil
+	}
+	if len(f.cur) == 0 {
+		return 0, ErrShort
+	}
+	n := copy(p, f.cur)
+	f.cur = f.cur[n:]
+	return n, nil
+}
+
+// ReadByte implements io.ByteReader.
+func (f *Feed) ReadByte() (byte, error) {
+	var b [1]byte
+	if _, err := f.Read(b[:]); err != nil {
+		return 0, err
+	}
+	return b[0], nil
+}
+
+var _ io.ByteReader = (*Feed)(nil)
