@@ -116,4 +116,3 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 }
 
 func (r *receiver) Close() error { return nil }
-
