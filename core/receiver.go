@@ -56,6 +56,11 @@ type transfer struct {
 	ctlSync uint64
 	end     wire.End
 	gotEnd  bool
+
+	// qemu is set for a QEMU source: a main channel instead of the
+	// control channel, and QEMU 7.2's packet quirks.
+	qemu bool
+	main net.Conn
 }
 
 type recvChan struct {
@@ -78,6 +83,7 @@ var errFinished = errors.New("transfer finished")
 type arrival struct {
 	conn net.Conn
 	ctl  bool
+	main bool // a QEMU main channel; its magic has been read
 	init wire.Init
 }
 
@@ -267,6 +273,9 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 	}
 	switch m := be.Uint32(b[:]); m {
 	case wire.ControlMagic:
+		if t.qemu {
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a pagewire sender; receive it with 'pagewire recv'", ErrBadHandshake)}
+		}
 		conn.SetReadDeadline(time.Time{})
 		return arrival{conn: conn, ctl: true}, nil
 	case wire.Magic:
@@ -280,6 +289,10 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		conn.SetReadDeadline(time.Time{})
 		return arrival{conn: conn, init: init}, nil
 	case wire.QEMUFileMagic:
+		if t.qemu {
+			conn.SetReadDeadline(time.Time{})
+			return arrival{conn: conn, main: true}, nil
+		}
 		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a QEMU migration stream (QEVM); receive it with 'pagewire qemu recv'", ErrBadHandshake)}
 	default:
 		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unknown magic %#08x from %v", ErrBadHandshake, m, conn.RemoteAddr())}
@@ -568,7 +581,9 @@ func (c *recvChan) ram() error {
 	}
 	normal, n := int(rh.NormalPages), int(rh.NormalPages+rh.ZeroPages)
 	if n == 0 {
-		if rh.NextPacketSize != 0 {
+		// QEMU 7.2 leaves a stale next_packet_size in packets without
+		// pages and reads no payload for them.
+		if rh.NextPacketSize != 0 && !t.qemu {
 			return c.errf("%w: %d payload bytes in a packet without pages", ErrBadPacket, rh.NextPacketSize)
 		}
 	} else {
@@ -599,7 +614,10 @@ func (c *recvChan) ram() error {
 		c.ctr.normal.Add(uint64(normal))
 		c.ctr.zero.Add(uint64(n - normal))
 	}
-	c.ctr.wire.Add(uint64(hsize) + uint64(rh.NextPacketSize))
+	if n > 0 || !t.qemu {
+		c.ctr.wire.Add(uint64(rh.NextPacketSize))
+	}
+	c.ctr.wire.Add(uint64(hsize))
 	if rh.Flags&wire.FlagSync != 0 {
 		c.ctr.syncs.Add(1)
 		if err := t.bar.wait(t.ctx); err != nil {
