@@ -10,9 +10,9 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 
-# Debian packages the tests use, installed only when missing. The engine's
-# tests need none yet; the QEMU-peer tests add qemu-system-x86 here.
-apt_packages=""
+# Debian packages the tests use, installed only when missing:
+# qemu-system-x86 is the real QEMU 7.2 the QEMU-peer tests migrate from.
+apt_packages="qemu-system-x86"
 pkgs=()
 for p in $apt_packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
@@ -22,7 +22,7 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	echo "setup: installing ${pkgs[*]}"
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
 go mod download

@@ -49,7 +49,11 @@ type proc struct {
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	p := &proc{cmd: exec.CommandContext(ctx, bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	name := bin
+	if len(args) > 1 && args[0] == "--qemu--" { // another program: args[1]
+		name, args = args[1], args[2:]
+	}
+	p := &proc{cmd: exec.CommandContext(ctx, name, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -64,11 +68,12 @@ func start(t *testing.T, args ...string) *proc {
 	return p
 }
 
-// startRecv starts a receiver and returns it with the address it listens at.
+// startRecv starts a receiving command (recv, qemu recv) and returns it
+// with the address it listens at.
 func startRecv(t *testing.T, args ...string) (*proc, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	p := &proc{cmd: exec.CommandContext(ctx, bin, append([]string{"recv"}, args...)...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.CommandContext(ctx, bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = &p.stdout
 	pr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -140,7 +145,7 @@ func TestSendRecv(t *testing.T) {
 	for _, listen := range []string{"tcp:127.0.0.1:0", "unix:" + filepath.Join(t.TempDir(), "pw.sock")} {
 		t.Run(strings.SplitN(listen, ":", 2)[0], func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
-			r, addr := startRecv(t, "--listen", listen, "--out", out, "--json")
+			r, addr := startRecv(t, "recv", "--listen", listen, "--out", out, "--json")
 			s := start(t, "send", "--to", addr, "--channels", "4", "--json", src)
 			if code := s.wait(t); code != 0 {
 				t.Fatalf("send exited %d: %s", code, s.stderr)
@@ -177,7 +182,7 @@ func TestRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out.img")
-	r, addr := startRecv(t, "--listen", "tcp:127.0.0.1:0", "--out", out, "--channels", "2")
+	r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--out", out, "--channels", "2")
 	s := start(t, "send", "--to", addr, "--channels", "4", img)
 	for _, p := range []*proc{s, r} {
 		if code := p.wait(t); code != 1 {

@@ -116,9 +116,7 @@ func newSummary(role string, st core.Stats) summary {
 
 func (c *common) report(w io.Writer, s summary) {
 	if c.json {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(s)
+		c.printJSON(s)
 		return
 	}
 	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire (ratio %.2f), %d channels, %s\n",
@@ -160,4 +158,10 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q: want bytes, or a number with K, M, G or T", s)
 	}
 	return v * mult, nil
+}
+
+func (c *common) printJSON(v any) {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
