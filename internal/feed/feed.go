@@ -53,11 +53,17 @@ func (f *Feed) Read(p []byte) (int, error) {
 
 // ReadByte implements io.ByteReader.
 func (f *Feed) ReadByte() (byte, error) {
-	var b [1]byte
-	if _, err := f.Read(b[:]); err != nil {
-		return 0, err
+	if len(f.rest) > 0 {
+		b := f.rest[0]
+		f.rest = f.rest[:copy(f.rest, f.rest[1:])]
+		return b, nil
 	}
-	return b[0], nil
+	if len(f.cur) == 0 {
+		return 0, ErrShort
+	}
+	b := f.cur[0]
+	f.cur = f.cur[1:]
+	return b, nil
 }
 
 var _ io.ByteReader = (*Feed)(nil)

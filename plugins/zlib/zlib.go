@@ -7,6 +7,7 @@
 package zlib
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 
@@ -88,15 +89,20 @@ func (s *sender) Close() error { return nil } // the stream is never finished, a
 // empty stored block of the sync flush (at most 5 bytes).
 const maxLeftover = 8
 
+// receiver decodes through a bufio.Reader over the feed: flate has a
+// fast path for *bufio.Reader, and the buffer only ever holds bytes of
+// packets that have arrived (the feed ends at the current payload).
 type receiver struct {
 	in feed.Feed
+	br *bufio.Reader
 	r  io.ReadCloser
 }
 
 func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	r.in.Start(payload)
 	if r.r == nil {
-		zr, err := kzlib.NewReader(&r.in)
+		r.br = bufio.NewReaderSize(&r.in, 64<<10)
+		zr, err := kzlib.NewReader(r.br)
 		if err != nil {
 			r.in.End()
 			return fmt.Errorf("%w: zlib header: %v", sdk.ErrCorrupt, err)
@@ -109,7 +115,7 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 			return fmt.Errorf("%w: page %d of %d: %v", sdk.ErrCorrupt, i, len(p.Pages), err)
 		}
 	}
-	if n := r.in.End(); n > maxLeftover {
+	if n := r.in.End() + r.br.Buffered(); n > maxLeftover {
 		return fmt.Errorf("%w: %d bytes left undecoded after the packet's pages", sdk.ErrCorrupt, n)
 	}
 	return nil

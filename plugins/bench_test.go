@@ -1,0 +1,240 @@
+package plugins_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	kzlib "github.com/klauspost/compress/zlib"
+	kzstd "github.com/klauspost/compress/zstd"
+	plz4 "github.com/pierrec/lz4/v4"
+
+	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// library is the same work done by calling the codec library directly:
+// the baseline a method's overhead is measured against.
+type library struct {
+	compress   func(pkts [][][]byte) [][]byte // payload per packet
+	// decoder prepares, untimed, what decompress needs and returns the
+	// timed part.
+	decoder func(payloads [][]byte, pkts [][][]byte) func(dst []byte)
+}
+
+var libraries = map[string]func() library{
+	"zlib": func() library {
+		return library{
+			compress: func(pkts [][][]byte) [][]byte {
+				var buf bytes.Buffer
+				w, _ := kzlib.NewWriterLevel(&buf, 1)
+				out := make([][]byte, len(pkts))
+				for i, p := range pkts {
+					for _, pg := range p {
+						w.Write(pg)
+					}
+					w.Flush()
+					out[i] = bytes.Clone(buf.Bytes())
+					buf.Reset()
+				}
+				return out
+			},
+			decoder: func(payloads [][]byte, pkts [][][]byte) func(dst []byte) {
+				stream := bytes.Join(payloads, nil)
+				return func(dst []byte) {
+					r, _ := kzlib.NewReader(bytes.NewReader(stream))
+					for _, p := range pkts {
+						for range p {
+							io.ReadFull(r, dst)
+						}
+					}
+				}
+			},
+		}
+	},
+	"zstd": func() library {
+		return library{
+			compress: func(pkts [][][]byte) [][]byte {
+				var buf bytes.Buffer
+				w, _ := kzstd.NewWriter(&buf, kzstd.WithEncoderLevel(kzstd.SpeedFastest), kzstd.WithEncoderConcurrency(1), kzstd.WithEncoderCRC(false), kzstd.WithWindowSize(1<<20))
+				out := make([][]byte, len(pkts))
+				for i, p := range pkts {
+					for _, pg := range p {
+						w.Write(pg)
+					}
+					w.Flush()
+					out[i] = bytes.Clone(buf.Bytes())
+					buf.Reset()
+				}
+				return out
+			},
+			decoder: func(payloads [][]byte, pkts [][][]byte) func(dst []byte) {
+				stream := bytes.Join(payloads, nil)
+				return func(dst []byte) {
+					r, _ := kzstd.NewReader(bytes.NewReader(stream), kzstd.WithDecoderConcurrency(1), kzstd.WithDecoderLowmem(true))
+					defer r.Close()
+					for _, p := range pkts {
+						for range p {
+							io.ReadFull(r, dst)
+						}
+					}
+				}
+			},
+		}
+	},
+	"lz4": func() library {
+		return library{
+			compress: func(pkts [][][]byte) [][]byte {
+				var c plz4.Compressor
+				out := make([][]byte, len(pkts))
+				buf := make([]byte, plz4.CompressBlockBound(4096))
+				for i, p := range pkts {
+					o := make([]byte, 0, len(p)*len(buf))
+					for _, pg := range p {
+						n, _ := c.CompressBlock(pg, buf)
+						o = append(o, buf[:n]...)
+					}
+					out[i] = o
+				}
+				return out
+			},
+			decoder: func(payloads [][]byte, pkts [][][]byte) func(dst []byte) {
+				// One block per page, as the method's payload holds them.
+				var c plz4.Compressor
+				var blocks [][]byte
+				for _, p := range pkts {
+					for _, pg := range p {
+						buf := make([]byte, plz4.CompressBlockBound(4096))
+						n, _ := c.CompressBlock(pg, buf)
+						if n == 0 || n >= len(pg) {
+							blocks = append(blocks, nil) // stored: a copy
+							continue
+						}
+						blocks = append(blocks, buf[:n])
+					}
+				}
+				flat := make([][]byte, 0, len(blocks))
+				for _, p := range pkts {
+					flat = append(flat, p...)
+				}
+				return func(dst []byte) {
+					for i, bl := range blocks {
+						if bl == nil {
+							copy(dst, flat[i])
+							continue
+						}
+						plz4.UncompressBlock(bl, dst)
+					}
+				}
+			},
+		}
+	},
+}
+
+// allPackets cuts every non-zero page of an image into full packets, as
+// the engine sends them.
+func allPackets(b *testing.B, img []byte) ([][][]byte, int) {
+	var out [][][]byte
+	var cur [][]byte
+	zero := make([]byte, ps)
+	n := 0
+	for off := 0; off < len(img); off += ps {
+		pg := img[off : off+ps]
+		if bytes.Equal(pg, zero) {
+			continue
+		}
+		n++
+		cur = append(cur, pg)
+		if len(cur) == 128 {
+			out = append(out, cur)
+			cur = nil
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out, n
+}
+
+// BenchmarkMethodVsLibrary compresses and decompresses every non-zero page
+// of each corpus image, packet by packet, with the pagewire method and
+// with its codec library called directly, side by side in every
+// iteration. method/lib is the method's throughput over the library's
+// (target: at least 0.95); ratio is raw bytes over compressed bytes.
+func BenchmarkMethodVsLibrary(b *testing.B) {
+	images, err := corpus.List()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, im := range images {
+		img, err := im.Load()
+		if err != nil {
+			b.Fatal(err)
+		}
+		pkts, pages := allPackets(b, img)
+		for _, m := range methods[1:] {
+			name := m.Info().Name
+			lib := libraries[name]()
+			b.Run(fmt.Sprintf("%s/%s/compress", im.Name, name), func(b *testing.B) {
+				b.SetBytes(int64(pages * ps))
+				b.ReportAllocs()
+				var tm, tl time.Duration
+				var wire int
+				for b.Loop() {
+					snd, _ := m.NewSender(0, opts)
+					payload := make([]byte, 0, sdk.MaxPayload(128, ps))
+					start := time.Now()
+					wire = 0
+					for _, p := range pkts {
+						payload, _ = snd.Prepare(&sdk.Packet{Pages: p}, payload[:0])
+						wire += len(payload)
+					}
+					tm += time.Since(start)
+					snd.Close()
+					start = time.Now()
+					lib.compress(pkts)
+					tl += time.Since(start)
+				}
+				mb := float64(pages*ps) * float64(b.N) / 1e6
+				b.ReportMetric(mb/tm.Seconds(), "method-MB/s")
+				b.ReportMetric(mb/tl.Seconds(), "lib-MB/s")
+				b.ReportMetric(tl.Seconds()/tm.Seconds(), "method/lib")
+				b.ReportMetric(float64(pages*ps)/float64(wire), "ratio")
+			})
+			b.Run(fmt.Sprintf("%s/%s/decompress", im.Name, name), func(b *testing.B) {
+				snd, _ := m.NewSender(0, opts)
+				payloads := make([][]byte, len(pkts))
+				for i, p := range pkts {
+					out, _ := snd.Prepare(&sdk.Packet{Pages: p}, nil)
+					payloads[i] = out
+				}
+				snd.Close()
+				dst := alloc(128)
+				libDecode := lib.decoder(payloads, pkts)
+				b.SetBytes(int64(pages * ps))
+				b.ReportAllocs()
+				var tm, tl time.Duration
+				for b.Loop() {
+					rcv, _ := m.NewReceiver(0, opts)
+					start := time.Now()
+					for i, p := range pkts {
+						if err := rcv.Recv(&sdk.Packet{Pages: dst[:len(p)]}, payloads[i]); err != nil {
+							b.Fatal(err)
+						}
+					}
+					tm += time.Since(start)
+					rcv.Close()
+					start = time.Now()
+					libDecode(dst[0])
+					tl += time.Since(start)
+				}
+				mb := float64(pages*ps) * float64(b.N) / 1e6
+				b.ReportMetric(mb/tm.Seconds(), "method-MB/s")
+				b.ReportMetric(mb/tl.Seconds(), "lib-MB/s")
+				b.ReportMetric(tl.Seconds()/tm.Seconds(), "method/lib")
+			})
+		}
+	}
+}
