@@ -18,7 +18,7 @@ import (
 // library is the same work done by calling the codec library directly:
 // the baseline a method's overhead is measured against.
 type library struct {
-	compress   func(pkts [][][]byte) [][]byte // payload per packet
+	compress func(pkts [][][]byte) [][]byte // payload per packet
 	// decoder prepares, untimed, what decompress needs and returns the
 	// timed part.
 	decoder func(payloads [][]byte, pkts [][][]byte) func(dst []byte)
