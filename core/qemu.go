@@ -196,7 +196,7 @@ func (q *QEMUReceiver) handshake(t *transfer, wg *sync.WaitGroup) error {
 	}
 	t.method, t.info = q.cfg.Method, info
 	t.chans = make([]*recvChan, q.cfg.Channels)
-	t.bar.init(q.cfg.Channels + 1) // the main channel's EOS is the last arrival
+	t.bar.init(q.cfg.Channels+1, t.resetClaims) // the main channel's EOS is the last arrival
 	timer := time.NewTimer(t.cfg.HandshakeTimeout)
 	defer timer.Stop()
 	got := 0
@@ -246,7 +246,7 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 		return fmt.Errorf("destination: %w", err)
 	}
 	t.mem = mem
-	t.blocks = make(map[string][]byte, len(infos))
+	t.blocks = make(map[string]*dstBlock, len(infos))
 	have := make(map[string][]byte)
 	for _, b := range mem.Blocks() {
 		have[b.Name] = b.Data
@@ -256,7 +256,7 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 		if !ok || uint64(len(data)) != in.Size {
 			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(data), in.Size)
 		}
-		t.blocks[in.Name] = data
+		t.blocks[in.Name] = newDstBlock(data, DefaultPageSize)
 	}
 	for _, c := range t.chans {
 		s.wg.Add(1)
@@ -272,13 +272,22 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 	return nil
 }
 
+// page4k returns the destination page, or nil when a multifd channel
+// already wrote it since the last sync point (see dstBlock).
 func (s *qemuSink) page4k(block string, off uint64) []byte {
-	return s.t.blocks[block][off : off+DefaultPageSize]
+	b := s.t.blocks[block]
+	if !b.claim(off) {
+		return nil
+	}
+	return b.data[off : off+DefaultPageSize]
 }
 
 func (s *qemuSink) zero(block string, off uint64, fill byte) error {
 	pg := s.page4k(block, off)
-	if fill == 0 {
+	switch {
+	case pg == nil:
+		return nil
+	case fill == 0:
 		if !IsZero(pg) {
 			clear(pg)
 		}
@@ -291,7 +300,11 @@ func (s *qemuSink) zero(block string, off uint64, fill byte) error {
 }
 
 func (s *qemuSink) page(block string, off uint64, r io.Reader) error {
-	if _, err := io.ReadFull(r, s.page4k(block, off)); err != nil {
+	pg := s.page4k(block, off)
+	if pg == nil {
+		pg = make([]byte, DefaultPageSize) // rare: read and drop
+	}
+	if _, err := io.ReadFull(r, pg); err != nil {
 		return fmt.Errorf("%w: page record: stream ends early", ErrBadStream)
 	}
 	return nil

@@ -50,7 +50,7 @@ type transfer struct {
 	method  sdk.Method
 	info    sdk.Info
 	mem     Memory
-	blocks  map[string][]byte
+	blocks  map[string]*dstBlock
 	chans   []*recvChan
 	bar     barrier
 	ctlSync uint64
@@ -76,6 +76,8 @@ type recvChan struct {
 	payload []byte
 	blob    []byte
 	sp      sdk.Packet
+	mine    []bool // per normal page of the packet: this channel claimed it
+	scratch []byte // where pages another channel claimed are decoded
 }
 
 var errFinished = errors.New("transfer finished")
@@ -362,7 +364,7 @@ func (t *transfer) setup() error {
 	for _, b := range mem.Blocks() {
 		have[b.Name] = b.Data
 	}
-	t.blocks = make(map[string][]byte, len(h.Blocks))
+	t.blocks = make(map[string]*dstBlock, len(h.Blocks))
 	for _, b := range h.Blocks {
 		data, ok := have[b.Name]
 		if !ok {
@@ -371,11 +373,11 @@ func (t *transfer) setup() error {
 		if uint64(len(data)) != b.Size {
 			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
-		t.blocks[b.Name] = data
+		t.blocks[b.Name] = newDstBlock(data, h.PageSize)
 	}
 	t.mem = mem
 	t.chans = make([]*recvChan, h.Channels)
-	t.bar.init(h.Channels)
+	t.bar.init(h.Channels, t.resetClaims)
 	return nil
 }
 
@@ -438,6 +440,13 @@ func (t *transfer) readControl() error {
 		default:
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unexpected message %#x from the sender", ErrBadControl, typ)}
 		}
+	}
+}
+
+// resetClaims starts a new sync interval: every page may be written again.
+func (t *transfer) resetClaims() {
+	for _, b := range t.blocks {
+		b.reset()
 	}
 }
 
@@ -590,10 +599,11 @@ func (c *recvChan) ram() error {
 		if f := rh.Flags & wire.FlagMethodMask; f != t.info.Flag {
 			return c.errf("%w: packet flags %#x, method %s has %#x", ErrMethodMismatch, f, t.info.Name, t.info.Flag)
 		}
-		data, ok := t.blocks[string(rh.Block)]
+		blk, ok := t.blocks[string(rh.Block)]
 		if !ok {
 			return c.errf("%w: unknown block %q", ErrBadPacket, rh.Block)
 		}
+		data := blk.data
 		for _, off := range rh.Offsets {
 			if off%uint64(ps) != 0 {
 				return c.errf("%w: offset %#x in block %q is not page aligned", ErrBadPacket, off, rh.Block)
@@ -603,11 +613,11 @@ func (c *recvChan) ram() error {
 			}
 		}
 		for _, off := range rh.Offsets[normal:] {
-			if pg := data[off : off+uint64(ps)]; !IsZero(pg) {
+			if pg := data[off : off+uint64(ps)]; blk.claim(off) && !IsZero(pg) {
 				clear(pg)
 			}
 		}
-		if err := c.payloadInto(data, rh.Offsets[:normal]); err != nil {
+		if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {
 			return err
 		}
 		c.ctr.packets.Add(1)
@@ -632,15 +642,25 @@ func (c *recvChan) ram() error {
 
 // payloadInto reads the packet's payload and has the method put the
 // normal pages at offs into data.
-func (c *recvChan) payloadInto(data []byte, offs []uint64) error {
+func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	t := c.t
 	ps := uint64(t.hello.PageSize)
 	size := c.rh.NextPacketSize
+	data := blk.data
 	if len(offs) == 0 {
 		if size != 0 {
 			return c.errf("%w: %d payload bytes for a packet of zero pages only", ErrBadPacket, size)
 		}
 		return nil
+	}
+	// Claim the pages; a page another channel already wrote since the
+	// last SYNC goes to scratch (see dstBlock).
+	c.mine = c.mine[:0]
+	for _, off := range offs {
+		c.mine = append(c.mine, blk.claim(off))
+	}
+	if c.scratch == nil {
+		c.scratch = make([]byte, ps)
 	}
 	if t.info.Raw {
 		if uint64(size) != uint64(len(offs))*ps {
@@ -648,8 +668,15 @@ func (c *recvChan) payloadInto(data []byte, offs []uint64) error {
 		}
 		// Straight into destination memory, one read per run of pages.
 		for i := 0; i < len(offs); {
+			if !c.mine[i] {
+				if _, err := io.ReadFull(c.conn, c.scratch); err != nil {
+					return c.readErr(err)
+				}
+				i++
+				continue
+			}
 			j := i + 1
-			for j < len(offs) && offs[j] == offs[j-1]+ps {
+			for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
 				j++
 			}
 			if _, err := io.ReadFull(c.conn, data[offs[i]:offs[j-1]+ps]); err != nil {
@@ -673,8 +700,12 @@ func (c *recvChan) payloadInto(data []byte, offs []uint64) error {
 		return c.readErr(err)
 	}
 	c.sp.Pages = c.sp.Pages[:0]
-	for _, off := range offs {
-		c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
+	for i, off := range offs {
+		if c.mine[i] {
+			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
+		} else {
+			c.sp.Pages = append(c.sp.Pages, c.scratch)
+		}
 	}
 	c.sp.Seq = c.seq
 	if err := c.m.Recv(&c.sp, payload); err != nil {
@@ -731,11 +762,14 @@ type barrier struct {
 	left    int
 	gen     chan struct{}
 	passed  atomic.Uint64
+	// onRelease runs in the last arrival, before anyone is released.
+	onRelease func()
 }
 
-func (b *barrier) init(n int) {
+func (b *barrier) init(n int, onRelease func()) {
 	b.n = n
 	b.gen = make(chan struct{})
+	b.onRelease = onRelease
 }
 
 func (b *barrier) wait(ctx context.Context) error {
@@ -747,6 +781,9 @@ func (b *barrier) wait(ctx context.Context) error {
 	b.arrived++
 	if b.arrived == b.n {
 		b.arrived = 0
+		if b.onRelease != nil {
+			b.onRelease() // everyone else is parked
+		}
 		close(b.gen)
 		b.gen = make(chan struct{})
 		b.passed.Add(1)
