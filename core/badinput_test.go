@@ -18,6 +18,7 @@ import (
 	"github.com/pagewire/pagewire/core/wire"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/plugins/nocomp"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 // The tests in this file put a Receiver in front of a hand-written
@@ -554,6 +555,23 @@ var badCases = []badCase{
 	{name: "packet/zero page beyond the block",
 		script: func(h *hostile, _ *hostileRun) { h.connect(0, 1); h.send(1, zeroPacket(0, 1<<64-4096)) },
 		want:   core.ErrBadPacket, channel: 1, packet: 1, msg: "offset 0xfffffffffffff000 beyond block"},
+	{name: "packet/corrupt zstd payload",
+		cfg:   func(c *core.ReceiverConfig) { c.Method = zstdMethod() },
+		hello: func(h *wire.Hello) { h.Method, h.MethodFlag = "zstd", 0x04 },
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.send(1, ramHeader(ramFields{Flags: 0x04, PagesAlloc: 128, Normal: 1, Size: 12, Block: "pc.ram", Offsets: []uint64{0}}),
+				[]byte("not zstd at all"[:12]))
+		},
+		want: core.ErrMethod, channel: 1, packet: 1, msg: "method failed: zstd: corrupt payload"},
+	{name: "packet/compressed payload too large",
+		cfg:   func(c *core.ReceiverConfig) { c.Method = zstdMethod() },
+		hello: func(h *wire.Hello) { h.Method, h.MethodFlag = "zstd", 0x04 },
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.send(0, ramHeader(ramFields{Flags: 0x04, PagesAlloc: 128, Normal: 1, Size: 1 << 30, Block: "pc.ram", Offsets: []uint64{0}}))
+		},
+		want: core.ErrBadPacket, channel: 0, packet: 1, msg: "payload of 1073741824 bytes, at most 1114112"},
 	{name: "packet/method flags mismatch",
 		script: func(h *hostile, _ *hostileRun) { h.connect(0, 1); h.send(0, patch32(dataPacket(0), 8, 0x04)) },
 		want:   core.ErrMethodMismatch, channel: 0, packet: 1, msg: "packet flags 0x4, method nocomp has 0"},
@@ -1029,4 +1047,9 @@ func TestReceiverNoticesSenderGone(t *testing.T) {
 			})
 		}
 	}
+}
+
+func zstdMethod() sdk.Method {
+	m, _ := core.Methods.Lookup("zstd")
+	return m
 }

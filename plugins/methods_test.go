@@ -150,7 +150,7 @@ func TestBadPayload(t *testing.T) {
 }
 
 func TestSenderAllocs(t *testing.T) {
-	pkts := packets(t, 20)
+	pkts := packets(t, 200)
 	for _, m := range methods {
 		t.Run(m.Info().Name, func(t *testing.T) {
 			snd, _ := m.NewSender(0, opts)
@@ -171,10 +171,12 @@ func TestSenderAllocs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for range 5 {
-				step() // warm up
+			// Warm up over every packet once: stream decoders size their
+			// tables to the largest they meet, once per transfer.
+			for range pkts {
+				step()
 			}
-			if a := testing.AllocsPerRun(20, step); a > 0 {
+			if a := testing.AllocsPerRun(300, step); a > 0 {
 				t.Errorf("%v allocations per packet in steady state", a)
 			}
 		})
