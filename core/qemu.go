@@ -106,21 +106,8 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 		return nil, fmt.Errorf("qemu: %d multifd channels, want 1..%d", q.cfg.Channels, wire.MaxChannels)
 	}
 	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true}
-	t.ctx, t.cancel = context.WithCancelCause(context.Background())
 	var wg sync.WaitGroup
-	watch := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(watch)
-		t.fail(context.Cause(ctx))
-	})
-	defer func() {
-		t.closeConns()
-		t.cancel(errFinished)
-		wg.Wait()
-		if !stop() {
-			<-watch
-		}
-	}()
+	defer t.begin(ctx, &wg)()
 
 	if err := q.handshake(t, &wg); err != nil {
 		t.fail(err)

@@ -98,22 +98,8 @@ type arrival struct {
 // started has returned and every connection is closed.
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
 	t := &transfer{r: r, cfg: &r.cfg, ln: ln}
-	t.ctx, t.cancel = context.WithCancelCause(context.Background())
-	defer t.cancel(nil)
 	var wg sync.WaitGroup
-	watch := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(watch)
-		t.fail(context.Cause(ctx))
-	})
-	defer func() {
-		t.closeConns()
-		t.cancel(errFinished)
-		wg.Wait()
-		if !stop() {
-			<-watch
-		}
-	}()
+	defer t.begin(ctx, &wg)()
 
 	if err := t.handshake(&wg); err != nil {
 		t.fail(err)
@@ -161,6 +147,26 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 		return t.mem, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: confirming the end: %v", ErrPeerGone, err)}
 	}
 	return t.mem, nil
+}
+
+// begin ties the transfer to the caller's ctx. The returned func ends
+// it: it closes every connection, stops the transfer's goroutines (those
+// counted in wg) and waits for them.
+func (t *transfer) begin(ctx context.Context, wg *sync.WaitGroup) (end func()) {
+	t.ctx, t.cancel = context.WithCancelCause(context.Background())
+	watch := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(watch)
+		t.fail(context.Cause(ctx))
+	})
+	return func() {
+		t.closeConns()
+		t.cancel(errFinished)
+		wg.Wait()
+		if !stop() {
+			<-watch
+		}
+	}
 }
 
 // Stats returns the statistics of the running or last transfer. It may be

@@ -1,7 +1,8 @@
-// Package feed turns the payloads of a channel's packets into the one
-// continuous byte stream a streaming decompressor expects: QEMU's zlib and
-// zstd methods keep one stream per channel for the whole migration and
-// flush it at the end of every packet.
+// Package feed connects the packets of a channel to the one continuous
+// compression stream QEMU's zlib and zstd methods keep per channel for the
+// whole migration, flushed at the end of every packet: [Feed] serves the
+// payloads to a streaming decoder, [Prepare] runs a streaming encoder over
+// a packet's pages into the payload.
 package feed
 
 import (
@@ -67,3 +68,35 @@ func (f *Feed) ReadByte() (byte, error) {
 }
 
 var _ io.ByteReader = (*Feed)(nil)
+
+// Sink appends what an encoder writes to a slice it does not own.
+type Sink struct{ b []byte }
+
+// Write implements io.Writer.
+func (s *Sink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+// Encoder is a streaming compressor whose Flush ends the output on a
+// boundary the decoder can stop at without the rest of the stream.
+type Encoder interface {
+	io.Writer
+	Flush() error
+}
+
+// Prepare writes pages through w, an encoder writing to sink, flushes it,
+// and returns dst with the compressed bytes appended.
+func Prepare(w Encoder, sink *Sink, pages [][]byte, dst []byte) ([]byte, error) {
+	sink.b = dst
+	defer func() { sink.b = nil }()
+	for _, pg := range pages {
+		if _, err := w.Write(pg); err != nil {
+			return dst, err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return dst, err
+	}
+	return sink.b, nil
+}

@@ -71,31 +71,13 @@ func (Method) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
 	return r, nil
 }
 
-type appendWriter struct{ b []byte }
-
-func (w *appendWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
-}
-
 type sender struct {
-	out appendWriter
+	out feed.Sink
 	w   *kzstd.Encoder
 }
 
 func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
-	s.out.b = dst
-	for _, pg := range p.Pages {
-		if _, err := s.w.Write(pg); err != nil {
-			return dst, err
-		}
-	}
-	if err := s.w.Flush(); err != nil {
-		return dst, err
-	}
-	out := s.out.b
-	s.out.b = nil
-	return out, nil
+	return feed.Prepare(s.w, &s.out, p.Pages, dst)
 }
 
 func (s *sender) Close() error { return s.w.Close() }
