@@ -2,6 +2,7 @@ package core
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -182,7 +183,7 @@ func (q *qemuFile) run() error {
 				if !q.ramDone {
 					return q.errf("device section %q before the end of RAM", name)
 				}
-				return q.tail()
+				return q.tail(false)
 			}
 			if typ == vmSectionFull || q.ramSeen {
 				return q.errf("unexpected \"ram\" section type %d", typ)
@@ -224,7 +225,7 @@ func (q *qemuFile) run() error {
 			if !q.ramDone {
 				return q.errf("end of stream before the end of RAM")
 			}
-			return q.tail()
+			return q.tail(true)
 		default:
 			return q.errf("unknown section type %#x", typ)
 		}
@@ -428,32 +429,37 @@ func (q *qemuFile) footer(id uint32) error {
 	return nil
 }
 
-// tail reads the device state and the stream's trailer to the end.
-func (q *qemuFile) tail() error {
-	var last [16]byte
-	var seen int64
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := q.r.Read(buf)
-		if n > 0 {
-			seen += int64(n)
-			if n >= len(last) {
-				copy(last[:], buf[n-len(last):n])
-			} else {
-				copy(last[:], append(last[n:], buf[:n]...))
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
+// maxTail bounds the device state and trailer kept in memory for the
+// end-of-stream check (a plain x86 VM has about 100 KiB).
+const maxTail = 64 << 20
+
+// tail reads the device state and the stream's trailer to the end, and
+// checks the end (spec 8.6): QEMU_VM_EOF then the vmdesc record, 00 06,
+// be32 n, n bytes of JSON starting {"page_size":; or, when the machine
+// suppresses vmdesc, just the EOF byte. A source that died inside its
+// device state fails this check.
+func (q *qemuFile) tail(sawEOF bool) error {
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(q.r, maxTail+1))
+	q.off += n
+	if err != nil {
+		return err
 	}
-	q.TailBytes = seen
-	q.off += seen
-	// The source ends with EOF and, unless the machine suppresses it, the
-	// vmdesc JSON, which closes with '}'.
-	q.VMDesc = seen > 0 && last[len(last)-1] == '}'
-	return nil
+	if n > maxTail {
+		return q.errf("device state larger than %d bytes", maxTail)
+	}
+	q.TailBytes = n
+	t := buf.Bytes()
+	if sawEOF { // the QEMU_VM_EOF byte itself was read by run
+		t = append([]byte{vmEOF}, t...)
+	}
+	if i := bytes.LastIndex(t, []byte(`{"page_size":`)); i >= 6 &&
+		t[i-6] == vmEOF && t[i-5] == vmVMDescription && int(be.Uint32(t[i-4:i])) == len(t)-i {
+		q.VMDesc = true
+		return nil
+	}
+	if len(t) > 0 && t[len(t)-1] == vmEOF {
+		return nil
+	}
+	return q.errf("the stream ends inside the device state (no QEMU_VM_EOF and vmdesc at its end)")
 }

@@ -446,9 +446,10 @@ func TestQEMUFileTable(t *testing.T) {
 }
 
 // TestQEMUFileTruncated cuts every valid stream at every length. Before
-// the device-state tail every cut is an error; the tail is kept verbatim
-// and not interpreted, so a cut inside it cannot be told from its end
-// (only VMDesc, a heuristic on the last byte, may notice).
+// the device-state tail every cut is an error. Inside the tail, the end
+// check (QEMU_VM_EOF and vmdesc, spec 8.6) refuses every cut, except where
+// the cut happens to leave a 0x00 byte last: that is what a stream without
+// vmdesc looks like, and the spec's check cannot tell it apart.
 func TestQEMUFileTruncated(t *testing.T) {
 	for _, v := range qfValidStreams() {
 		t.Run(v.name, func(t *testing.T) {
@@ -460,8 +461,14 @@ func TestQEMUFileTruncated(t *testing.T) {
 					}
 					continue
 				}
+				if v.b[n-1] != vmEOF {
+					if !errors.Is(err, ErrBadStream) || !strings.Contains(err.Error(), "ends inside the device state") {
+						t.Fatalf("cut at %d in the tail (from %d): %v, want ErrBadStream: ... ends inside the device state", n, v.tailStart, err)
+					}
+					continue
+				}
 				if err != nil {
-					t.Fatalf("cut at %d in the tail (from %d): %v", n, v.tailStart, err)
+					t.Fatalf("cut at %d after a 0x00 byte: %v", n, err)
 				}
 				if q.TailBytes != int64(n-v.tailStart) {
 					t.Fatalf("cut at %d: TailBytes %d, want %d", n, q.TailBytes, n-v.tailStart)
@@ -574,8 +581,10 @@ func FuzzQEMUFile(f *testing.F) {
 			t.Fatalf("accepted after consuming %d bytes of %d", q.off, len(b))
 		case q.TailBytes < 0 || q.TailBytes > int64(len(b)):
 			t.Fatalf("TailBytes %d of %d", q.TailBytes, len(b))
-		case q.VMDesc && (q.TailBytes == 0 || b[len(b)-1] != '}'):
-			t.Fatalf("VMDesc on a tail of %d bytes ending %q", q.TailBytes, b[len(b)-1:])
+		case q.VMDesc && (q.TailBytes == 0 || !bytes.Contains(b, []byte(`{"page_size":`))):
+			t.Fatalf("VMDesc on a tail of %d bytes without a vmdesc record", q.TailBytes)
+		case !q.VMDesc && b[len(b)-1] != vmEOF:
+			t.Fatalf("accepted a tail ending %q, neither vmdesc nor QEMU_VM_EOF", b[len(b)-1:])
 		case len(q.Machine) > 256:
 			t.Fatalf("machine name of %d bytes", len(q.Machine))
 		}
