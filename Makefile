@@ -21,8 +21,11 @@ demo: build
 	$(BIN)/pagewire demo
 
 # -race everywhere; every wait in the tests is bounded well below this.
+# Allocation counts are checked without -race, whose instrumentation
+# allocates (those tests are built only then).
 test: setup
 	$(GO) vet ./...
+	$(GO) test -timeout 5m -run 'Allocs' ./plugins/...
 	$(GO) test -race -timeout 15m ./...
 
 lint:

@@ -60,9 +60,9 @@ func alloc(pages int) [][]byte {
 }
 
 func TestRoundTrip(t *testing.T) {
-	pkts := packets(t, 60)
+	pkts := packets(t, 30)
 	for _, m := range methods {
-		for _, level := range []int{0, 1, 3, 9} {
+		for _, level := range []int{0, 3, 9} {
 			t.Run(fmt.Sprintf("%s/level=%d", m.Info().Name, level), func(t *testing.T) {
 				o := opts
 				o.Level = level
@@ -149,36 +149,3 @@ func TestBadPayload(t *testing.T) {
 	}
 }
 
-func TestSenderAllocs(t *testing.T) {
-	pkts := packets(t, 200)
-	for _, m := range methods {
-		t.Run(m.Info().Name, func(t *testing.T) {
-			snd, _ := m.NewSender(0, opts)
-			rcv, _ := m.NewReceiver(0, opts)
-			defer snd.Close()
-			defer rcv.Close()
-			payload := make([]byte, 0, sdk.MaxPayload(128, ps))
-			dst := alloc(128)
-			var sp, rp sdk.Packet
-			i := 0
-			step := func() {
-				pages := pkts[i%len(pkts)]
-				i++
-				sp.Pages = pages
-				payload, _ = snd.Prepare(&sp, payload[:0])
-				rp.Pages = dst[:len(pages)]
-				if err := rcv.Recv(&rp, payload); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Warm up over every packet once: stream decoders size their
-			// tables to the largest they meet, once per transfer.
-			for range pkts {
-				step()
-			}
-			if a := testing.AllocsPerRun(300, step); a > 0 {
-				t.Errorf("%v allocations per packet in steady state", a)
-			}
-		})
-	}
-}
