@@ -19,12 +19,18 @@ import (
 // it must be told what the source uses: nothing on the wire negotiates
 // the channel count or the method.
 type QEMUConfig struct {
-	Channels int        // the source's multifd-channels (QEMU's default is 2)
-	Method   sdk.Method // the source's multifd-compression; nil is nocomp
-	UUID     [16]byte   // the source's -uuid; all zero without one
+	Channels int // the source's multifd-channels (QEMU's default is 2)
+	// Dialect, when set, is the dialect the source must speak; otherwise
+	// the stream tells (see [Dialect72], [Dialect10]).
+	Dialect Dialect
+	Method  sdk.Method // the source's multifd-compression; nil is nocomp
+	UUID    [16]byte   // the source's -uuid; all zero without one
 	// Alloc makes the destination from the block list of the stream's
 	// MEM_SIZE record; nil is [Alloc].
 	Alloc func([]BlockInfo) (Memory, error)
+	// OnDeviceState receives the blobs of device-state packets (QEMU 10,
+	// VFIO); see [ReceiverConfig].OnDeviceState. Nil discards them.
+	OnDeviceState func(idstr string, instance uint32, blob []byte) error
 	// Main, when not nil, receives every byte of the main channel.
 	Main io.Writer
 	// HandshakeTimeout bounds the wait for the main channel and every
@@ -45,7 +51,7 @@ type QEMUStats struct {
 	MainBytes     int64  `json:"main_bytes"`
 	MainZeroPages uint64 `json:"main_zero_pages"` // zero pages sent on the main channel
 	MainPages     uint64 `json:"main_pages"`      // pages sent on the main channel
-	SyncPoints    uint64 `json:"sync_points"`     // RAM end-of-section markers
+	SyncPoints    uint64 `json:"sync_points"`     // EOS (7.2) or MULTIFD_FLUSH (10.0) markers
 	DeviceBytes   int64  `json:"device_bytes"`    // device state and trailer, kept
 	VMDesc        bool   `json:"vmdesc"`
 }
@@ -75,17 +81,18 @@ func NewQEMUReceiver(cfg QEMUConfig) *QEMUReceiver {
 	}
 	rc := ReceiverConfig{
 		Channels: cfg.Channels, Method: cfg.Method, UUID: cfg.UUID, Alloc: cfg.Alloc,
-		Timeout: cfg.Timeout, HandshakeTimeout: cfg.HandshakeTimeout,
+		Timeout: cfg.Timeout, HandshakeTimeout: cfg.HandshakeTimeout, OnDeviceState: cfg.OnDeviceState,
 	}
 	return &QEMUReceiver{cfg: cfg, r: NewReceiver(rc)}
 }
 
 // Stats returns the migration's statistics so far; any goroutine may call.
 func (q *QEMUReceiver) Stats() QEMUStats {
-	st := QEMUStats{Stats: q.r.Stats(), Dialect: "7.2", MainBytes: q.main.Load()}
+	st := QEMUStats{Stats: q.r.Stats(), MainBytes: q.main.Load()}
 	q.mu.Lock()
 	if qf := q.qf; qf != nil {
-		st.MainZeroPages, st.MainPages, st.SyncPoints = qf.ZeroPages.Load(), qf.Pages.Load(), qf.EOSMarkers.Load()
+		st.MainZeroPages, st.MainPages, st.SyncPoints = qf.ZeroPages.Load(), qf.Pages.Load(), qf.SyncPoints.Load()
+		st.Dialect = string(qf.Dialect())
 		if q.done {
 			st.Machine, st.DeviceBytes, st.VMDesc = qf.Machine, qf.TailBytes, qf.VMDesc
 		}
@@ -121,6 +128,9 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 		in = io.TeeReader(in, q.cfg.Main)
 	}
 	qf := &qemuFile{r: bufio.NewReaderSize(in, 64<<10), sink: sink}
+	if q.cfg.Dialect != "" {
+		qf.dialect.Store(q.cfg.Dialect)
+	}
 	q.mu.Lock()
 	q.qf = qf
 	q.mu.Unlock()
@@ -157,8 +167,8 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 		return nil, err
 	}
 	for _, c := range t.chans {
-		if s := c.ctr.syncs.Load(); s != qf.EOSMarkers.Load() {
-			return nil, &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf("%w: %d SYNC packets for %d sync points on the main channel", ErrBadPacket, s, qf.EOSMarkers.Load())}
+		if s := c.ctr.syncs.Load(); s != qf.SyncPoints.Load() {
+			return nil, &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf("%w: %d SYNC packets for %d sync points on the main channel", ErrBadPacket, s, qf.SyncPoints.Load())}
 		}
 	}
 	q.r.mu.Lock()

@@ -2,7 +2,9 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,7 +37,88 @@ func replay(t *testing.T, addr string, streams [][]byte) {
 // TestQEMU72Vectors rebuilds pc.ram from every migration captured from a
 // real QEMU 7.2 and checks every page against the source's final RAM.
 func TestQEMU72Vectors(t *testing.T) {
-	dir, err := qemuvectors.Dir("PAGEWIRE_QEMU_VECTORS", "qemu-7.2")
+	testVectors(t, "PAGEWIRE_QEMU_VECTORS", "qemu-7.2", core.Dialect72)
+}
+
+// TestQEMU10Vectors does the same for QEMU 10.0.13 captures: zero pages in
+// packets, MULTIFD_FLUSH sync points, SWITCHOVER_START.
+func TestQEMU10Vectors(t *testing.T) {
+	testVectors(t, "PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", core.Dialect10)
+}
+
+// TestQEMUDialectInsisted: a receiver told the dialect refuses a stream
+// of the other one, at its first sync marker.
+func TestQEMUDialectInsisted(t *testing.T) {
+	for _, c := range []struct {
+		env, set string
+		insist   core.Dialect
+		msg      string
+	}{
+		{"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", core.Dialect72, "RAM_SAVE_FLAG_MULTIFD_FLUSH: not the QEMU 7.2 dialect"},
+		{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2", core.Dialect10, "RAM_SAVE_FLAG_EOS before any MULTIFD_FLUSH: not the QEMU 10.0 dialect"},
+	} {
+		t.Run(c.set, func(t *testing.T) {
+			dir, err := qemuvectors.Dir(c.env, c.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases, err := qemuvectors.List(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = replayCase(t, cases[0], c.insist)
+			if !errors.Is(err, core.ErrBadStream) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("%v, want ErrBadStream: %s", err, c.msg)
+			}
+		})
+	}
+}
+
+// replayCase runs a QEMUReceiver on loopback and replays the case into it.
+func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.QEMUReceiver, error) {
+	t.Helper()
+	var streams [][]byte
+	for _, s := range c.Streams {
+		b, err := c.Load(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, b)
+	}
+	m, err := core.Methods.Lookup(c.Method)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: m, Dialect: dialect})
+	done := make(chan error, 1)
+	var mem core.Memory
+	go func() {
+		var err error
+		mem, err = q.Receive(ctx, ln)
+		done <- err
+	}()
+	replay(t, ln.Addr().String(), streams)
+	err = <-done
+	if err != nil {
+		return q, err
+	}
+	var ram []byte
+	for _, b := range mem.Blocks() {
+		if b.Name == "pc.ram" {
+			ram = b.Data
+		}
+	}
+	return q, c.Check(ram)
+}
+
+func testVectors(t *testing.T, env, set string, want core.Dialect) {
+	dir, err := qemuvectors.Dir(env, set)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,49 +128,14 @@ func TestQEMU72Vectors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			var streams [][]byte
-			for _, s := range c.Streams {
-				b, err := c.Load(s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				streams = append(streams, b)
-			}
-			m, err := core.Methods.Lookup(c.Method)
+			q, err := replayCase(t, c, "")
 			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: m})
-			type res struct {
-				mem core.Memory
-				err error
-			}
-			done := make(chan res, 1)
-			go func() {
-				mem, err := q.Receive(ctx, ln)
-				done <- res{mem, err}
-			}()
-			replay(t, ln.Addr().String(), streams)
-			r := <-done
-			if r.err != nil {
-				t.Fatal(r.err)
-			}
-			var ram []byte
-			for _, b := range r.mem.Blocks() {
-				if b.Name == "pc.ram" {
-					ram = b.Data
-				}
-			}
-			if err := c.Check(ram); err != nil {
 				t.Fatal(err)
 			}
 			st := q.Stats()
+			if st.Dialect != string(want) {
+				t.Errorf("dialect %q, want %q", st.Dialect, want)
+			}
 			t.Logf("%s: %d pages on %d channels, %d zero pages on main, %d sync points, %d device bytes, machine %s",
 				c.Name, st.NormalPages, len(st.Channels), st.MainZeroPages, st.SyncPoints, st.DeviceBytes, st.Machine)
 		})

@@ -41,6 +41,35 @@ const (
 	maxBlockSize      = 1 << 44 // 16 TiB
 )
 
+// Dialect is a version of QEMU's multifd protocol as seen on the wire.
+type Dialect string
+
+// The dialects pagewire speaks.
+const (
+	// Dialect72 is QEMU 7.2's: zero pages on the main channel, a SYNC on
+	// every channel at every end of a RAM section (EOS). QEMU 8.x and
+	// later speak it with multifd-flush-after-each-section on (machine
+	// types up to 8.0) and zero-page-detection legacy.
+	Dialect72 Dialect = "7.2"
+	// Dialect10 is QEMU 10.0's (since 8.x): zero pages as offsets in
+	// multifd packets, SYNC at RAM_SAVE_FLAG_MULTIFD_FLUSH, SYNC packets
+	// without pages, SWITCHOVER_START before the end.
+	Dialect10 Dialect = "10.0"
+)
+
+// ParseDialect reads "7.2", "10.0" (or "10"), or "" / "auto" for none.
+func ParseDialect(s string) (Dialect, error) {
+	switch s {
+	case "", "auto":
+		return "", nil
+	case "7.2":
+		return Dialect72, nil
+	case "10", "10.0":
+		return Dialect10, nil
+	}
+	return "", fmt.Errorf("unknown dialect %q: want 7.2 or 10.0", s)
+}
+
 // ErrBadStream reports a QEMU main migration stream pagewire cannot read.
 var ErrBadStream = errors.New("bad QEMU migration stream")
 
@@ -69,7 +98,10 @@ type qemuFile struct {
 	lastBlock  string
 	blockSizes map[string]uint64
 	Sections   int           // sections read
-	EOSMarkers atomic.Uint64 // RAM end-of-section markers (sync points)
+	EOSMarkers atomic.Uint64 // RAM end-of-section markers
+	Flushes    atomic.Uint64 // RAM_SAVE_FLAG_MULTIFD_FLUSH markers
+	SyncPoints atomic.Uint64 // markers that met every channel's SYNC
+	dialect    atomic.Value  // Dialect, once known or insisted on
 	ZeroPages  atomic.Uint64 // zero-page records on the main channel
 	Pages      atomic.Uint64 // page records on the main channel
 	TailBytes  int64         // device state and trailer, kept verbatim
@@ -292,6 +324,31 @@ func (q *qemuFile) configuration() error {
 	}
 }
 
+// Dialect returns the stream's dialect, "" while unknown.
+func (q *qemuFile) Dialect() Dialect {
+	d, _ := q.dialect.Load().(Dialect)
+	return d
+}
+
+// setDialect records the dialect a marker shows, or refuses the marker
+// when the stream (or the user) already said otherwise.
+func (q *qemuFile) setDialect(d Dialect, marker string) error {
+	switch cur := q.Dialect(); {
+	case cur == "":
+		q.dialect.Store(d)
+	case cur != d && d == Dialect10:
+		return q.errf("%s: not the QEMU %s dialect", marker, cur)
+	case cur != d && q.SyncPoints.Load() == 0:
+		return q.errf("%s: not the QEMU %s dialect", marker, cur)
+	}
+	return nil
+}
+
+func (q *qemuFile) sync() error {
+	q.SyncPoints.Add(1)
+	return q.sink.eos()
+}
+
 // ramSectionBody reads RAM records up to EOS, then the section footer.
 func (q *qemuFile) ramSectionBody(id uint32) error {
 	for {
@@ -313,10 +370,29 @@ func (q *qemuFile) ramSectionBody(id uint32) error {
 				return q.errf("EOS record with flags %#x", flags)
 			}
 			q.EOSMarkers.Add(1)
-			if err := q.sink.eos(); err != nil {
+			// The first sync marker tells the dialect: 7.2 syncs at every
+			// EOS, QEMU 10 at MULTIFD_FLUSH, one of which comes before the
+			// setup section's EOS.
+			if err := q.setDialect(Dialect72, "RAM_SAVE_FLAG_EOS before any MULTIFD_FLUSH"); err != nil {
 				return err
 			}
+			if q.Dialect() == Dialect72 {
+				if err := q.sync(); err != nil {
+					return err
+				}
+			}
 			return q.footer(id)
+		case flags&ramFlagMultifdFlush != 0:
+			if flags != ramFlagMultifdFlush || addr != 0 {
+				return q.errf("MULTIFD_FLUSH record with flags %#x", af)
+			}
+			if err := q.setDialect(Dialect10, "RAM_SAVE_FLAG_MULTIFD_FLUSH"); err != nil {
+				return err
+			}
+			q.Flushes.Add(1)
+			if err := q.sync(); err != nil {
+				return err
+			}
 		case flags&(ramFlagZero|ramFlagPage) != 0:
 			block, err := q.block(flags)
 			if err != nil {
@@ -344,8 +420,6 @@ func (q *qemuFile) ramSectionBody(id uint32) error {
 			default:
 				return q.errf("page record with flags %#x", flags)
 			}
-		case flags&ramFlagMultifdFlush != 0:
-			return q.errf("RAM_SAVE_FLAG_MULTIFD_FLUSH: a QEMU 8.x or later source (multifd-flush-after-each-section off); only the QEMU 7.2 dialect is supported")
 		case flags&(ramFlagXBZRLE|ramFlagCompress|ramFlagHook) != 0:
 			return q.errf("RAM record with flags %#x (XBZRLE, compression or RDMA) is not supported with multifd", flags)
 		default:
@@ -435,7 +509,7 @@ const maxTail = 64 << 20
 
 // tail reads the device state and the stream's trailer to the end, and
 // checks the end (spec 8.6): QEMU_VM_EOF then the vmdesc record, 00 06,
-// be32 n, n bytes of JSON starting {"page_size":; or, when the machine
+// be32 n, n bytes of a JSON object; or, when the machine
 // suppresses vmdesc, just the EOF byte. A source that died inside its
 // device state fails this check.
 func (q *qemuFile) tail(sawEOF bool) error {
@@ -453,8 +527,7 @@ func (q *qemuFile) tail(sawEOF bool) error {
 	if sawEOF { // the QEMU_VM_EOF byte itself was read by run
 		t = append([]byte{vmEOF}, t...)
 	}
-	if i := bytes.LastIndex(t, []byte(`{"page_size":`)); i >= 6 &&
-		t[i-6] == vmEOF && t[i-5] == vmVMDescription && int(be.Uint32(t[i-4:i])) == len(t)-i {
+	if vmdescAt(t) >= 0 {
 		q.VMDesc = true
 		return nil
 	}
@@ -462,4 +535,20 @@ func (q *qemuFile) tail(sawEOF bool) error {
 		return nil
 	}
 	return q.errf("the stream ends inside the device state (no QEMU_VM_EOF and vmdesc at its end)")
+}
+
+// vmdescAt finds the QEMU_VM_EOF byte that starts the stream's closing
+// vmdesc record, 00 06 be32(n) and n bytes of a JSON object ending the
+// stream, or returns -1. (7.2 writes compact JSON from {"page_size":;
+// 10.0 spaced JSON from {"configuration":.)
+func vmdescAt(t []byte) int {
+	if len(t) < 8 || t[len(t)-1] != '}' {
+		return -1
+	}
+	for i := bytes.LastIndexByte(t, vmVMDescription); i >= 1; i = bytes.LastIndexByte(t[:i], vmVMDescription) {
+		if t[i-1] == vmEOF && i+5 <= len(t) && int(be.Uint32(t[i+1:i+5])) == len(t)-i-5 && i+5 < len(t) && t[i+5] == '{' {
+			return i - 1
+		}
+	}
+	return -1
 }

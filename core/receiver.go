@@ -449,6 +449,16 @@ func (t *transfer) readControl() error {
 	}
 }
 
+// maxPayload bounds a packet's compressed payload: QEMU's receive buffer
+// (2 x MULTIFD_PACKET_SIZE = 1 MiB; QEMU 10 rejects more) from a QEMU
+// source, [sdk.MaxPayload] from a pagewire one.
+func (t *transfer) maxPayload() int {
+	if t.qemu {
+		return 2 * t.hello.PacketPages * t.hello.PageSize
+	}
+	return sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize)
+}
+
 // resetClaims starts a new sync interval: every page may be written again.
 func (t *transfer) resetClaims() {
 	for _, b := range t.blocks {
@@ -692,14 +702,14 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 		}
 		return nil
 	}
-	if max := sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize); int(size) > max {
+	if max := t.maxPayload(); int(size) > max {
 		return c.errf("%w: payload of %d bytes, at most %d", ErrBadPacket, size, max)
 	}
 	if size == 0 {
 		return c.errf("%w: empty payload for %d pages", ErrBadPacket, len(offs))
 	}
 	if cap(c.payload) < int(size) {
-		c.payload = make([]byte, sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize))
+		c.payload = make([]byte, t.maxPayload())
 	}
 	payload := c.payload[:size]
 	if _, err := io.ReadFull(c.conn, payload); err != nil {

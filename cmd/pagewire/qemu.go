@@ -32,16 +32,20 @@ func blockFile(name string) string {
 
 func qemuRecvCmd() *cobra.Command {
 	var (
-		c      common
-		listen string
-		out    string
+		c       common
+		listen  string
+		out     string
+		dialect string
 	)
 	cmd := &cobra.Command{
 		Use:   "recv --listen ADDR --out DIR [flags]",
 		Short: "Receive a live migration from a QEMU source with the multifd capability",
-		Long: `Accept a QEMU 7.2 live migration with the multifd capability at ADDR: the
+		Long: `Accept a QEMU live migration with the multifd capability at ADDR: the
 main channel and the multifd channels, told apart by their first four
-bytes. Each RAM block is written to DIR/BLOCKNAME.raw ('/' in a block name
+bytes. Both multifd dialects are read: QEMU 7.2's (zero pages on the main
+channel, a SYNC at every end of section) and QEMU 10.0's (zero pages in
+packets, MULTIFD_FLUSH sync points); the stream tells which, unless
+--dialect insists. Each RAM block is written to DIR/BLOCKNAME.raw ('/' in a block name
 becomes '_') and the main stream's bytes to DIR/main.stream; the device
 state after the RAM is kept there, not parsed.
 
@@ -68,7 +72,11 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
-			return runQEMURecv(cmd.Context(), &c, listen, out, core.QEMUConfig{Channels: c.channels, Method: m, Timeout: c.timeout})
+			d, err := core.ParseDialect(dialect)
+			if err != nil {
+				return usageError{fmt.Errorf("--dialect: %w", err)}
+			}
+			return runQEMURecv(cmd.Context(), &c, listen, out, core.QEMUConfig{Channels: c.channels, Method: m, Dialect: d, Timeout: c.timeout})
 		},
 	}
 	c.register(cmd)
@@ -76,6 +84,7 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 	cmd.Flags().Set("channels", "2")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the RAM blocks and main.stream to (required)")
+	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")
 	return cmd
 }
 
