@@ -148,4 +148,3 @@ func TestBadPayload(t *testing.T) {
 		}
 	}
 }
-
