@@ -594,6 +594,32 @@ var badCases = []badCase{
 		script: func(h *hostile, _ *hostileRun) { h.connect(0, 1); h.send(1, patch32(zeroPacket(0), 20, 4096)) },
 		want:   core.ErrBadPacket, channel: 1, packet: 1, msg: "4096 payload bytes for a packet of zero pages only"},
 
+	// Dialects.
+	{name: "dialect 7.2/zero pages in a packet",
+		hello:  func(h *wire.Hello) { h.ZeroOnControl = true },
+		script: func(h *hostile, _ *hostileRun) { h.connect(0, 1); h.send(1, zeroPacket(0)) },
+		want:   core.ErrBadPacket, channel: 1, packet: 1, msg: "1 zero pages in a packet of a QEMU 7.2 dialect transfer"},
+	{name: "dialect 10.0/zero pages on the control channel",
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.control(wire.MsgZero, wire.AppendZero(nil, []byte("pc.ram"), []uint64{0}))
+		},
+		want: core.ErrBadControl, channel: -1, msg: "zero pages on the control channel in the QEMU 10.0 dialect"},
+	{name: "dialect 7.2/zero page beyond the block",
+		hello: func(h *wire.Hello) { h.ZeroOnControl = true },
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.control(wire.MsgZero, wire.AppendZero(nil, []byte("pc.ram"), []uint64{64 * 4096}))
+		},
+		want: core.ErrBadControl, channel: -1, msg: `zero page at 0x40000 of block "pc.ram" (262144 bytes)`},
+	{name: "dialect 7.2/zero pages of an unknown block",
+		hello: func(h *wire.Hello) { h.ZeroOnControl = true },
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.control(wire.MsgZero, wire.AppendZero(nil, []byte("pc.rom"), []uint64{0}))
+		},
+		want: core.ErrBadControl, channel: -1, msg: `zero pages of unknown block "pc.rom"`},
+
 	// Device-state packets.
 	{name: "device state/empty",
 		script: func(h *hostile, _ *hostileRun) { h.connect(0, 1); h.send(0, devPacket(wire.FlagDeviceState, 0)) },

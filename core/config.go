@@ -25,6 +25,10 @@ type SenderConfig struct {
 	Method      sdk.Method // nil is nocomp
 	Level       int        // compression level; 0 is the method's default
 	UUID        [16]byte   // must match the receiver's
+	// Dialect is how zero pages and syncs travel: [Dialect10] (the
+	// default: zero pages as offsets in packets) or [Dialect72] (zero
+	// pages as records on the control channel, QEMU 7.2's way).
+	Dialect Dialect
 	// Timeout bounds every single write and the wait for the receiver's
 	// final acknowledgement; 0 means no bound (TCP keepalive still
 	// notices a vanished host).
@@ -81,6 +85,9 @@ func (c *SenderConfig) withDefaults() (SenderConfig, error) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.Dialect != "" && cfg.Dialect != Dialect72 && cfg.Dialect != Dialect10 {
+		return cfg, fmt.Errorf("sender config: unknown dialect %q", cfg.Dialect)
 	}
 	if err := cfg.Method.Info().Check(); err != nil {
 		return cfg, err

@@ -47,7 +47,6 @@ type QEMUConfig struct {
 type QEMUStats struct {
 	Stats
 	Machine       string `json:"machine"`
-	Dialect       string `json:"dialect"`
 	MainBytes     int64  `json:"main_bytes"`
 	MainZeroPages uint64 `json:"main_zero_pages"` // zero pages sent on the main channel
 	MainPages     uint64 `json:"main_pages"`      // pages sent on the main channel

@@ -20,7 +20,12 @@ import (
 type Receiver struct {
 	cfg ReceiverConfig
 
+	ctlBytes atomic.Uint64 // control channel bytes after the hello
+	ctlZero  atomic.Uint64 // zero pages received on the control channel
+	ctlDevs  atomic.Uint64 // empty device-state blobs on the control channel
+
 	mu      sync.Mutex // guards the fields below for Stats
+	dialect Dialect
 	chans   []*recvChan
 	method  string
 	ps      int
@@ -105,8 +110,15 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 		t.fail(err)
 		return nil, t.failure()
 	}
+	r.ctlBytes.Store(0)
+	r.ctlZero.Store(0)
+	r.ctlDevs.Store(0)
 	r.mu.Lock()
 	r.chans, r.method, r.ps, r.start, r.elapsed = t.chans, t.info.Name, t.hello.PageSize, time.Now(), 0
+	r.dialect = Dialect10
+	if t.hello.ZeroOnControl {
+		r.dialect = Dialect72
+	}
 	r.mu.Unlock()
 
 	for _, c := range t.chans {
@@ -181,9 +193,14 @@ func (r *Receiver) Stats() Stats {
 	if el == 0 && !r.start.IsZero() {
 		el = time.Since(r.start)
 	}
-	method, ps := r.method, r.ps
+	method, ps, dialect := r.method, r.ps, r.dialect
 	r.mu.Unlock()
-	return collect(method, ps, el, cs)
+	st := collect(method, ps, el, cs)
+	st.ControlBytes = r.ctlBytes.Load()
+	st.ZeroPages += r.ctlZero.Load()
+	st.DeviceStates += r.ctlDevs.Load()
+	st.Dialect = string(dialect)
+	return st
 }
 
 // handshake accepts connections until the control channel and every
@@ -383,7 +400,11 @@ func (t *transfer) setup() error {
 	}
 	t.mem = mem
 	t.chans = make([]*recvChan, h.Channels)
-	t.bar.init(h.Channels, t.resetClaims)
+	members := h.Channels
+	if h.ZeroOnControl {
+		members++ // the control channel's zero pages are ordered by the syncs too
+	}
+	t.bar.init(members, t.resetClaims)
 	return nil
 }
 
@@ -429,12 +450,36 @@ func (t *transfer) readControl() error {
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
 		}
 		buf = body
+		t.r.ctlBytes.Add(uint64(5 + len(body)))
 		switch typ {
 		case wire.MsgSync:
 			if len(body) != 8 || be.Uint64(body) != t.ctlSync+1 {
 				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sync marker %x, want %d", ErrBadControl, body, t.ctlSync+1)}
 			}
 			t.ctlSync++
+			if t.hello.ZeroOnControl {
+				if err := t.bar.wait(t.ctx); err != nil {
+					if t.ctx.Err() != nil {
+						return nil
+					}
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrBadControl, err)}
+				}
+			}
+		case wire.MsgZero:
+			if err := t.zeroPages(body); err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+		case wire.MsgDevice:
+			idstr, instance, err := wire.ParseDevice(body)
+			if err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+			t.r.ctlDevs.Add(1)
+			if t.cfg.OnDeviceState != nil {
+				if err := t.cfg.OnDeviceState(idstr, instance, nil); err != nil {
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("device state %q instance %d: %w", idstr, instance, err)}
+				}
+			}
 		case wire.MsgEnd:
 			if err := t.end.UnmarshalBinary(body); err != nil {
 				return &ChannelError{Channel: -1, Err: err}
@@ -464,6 +509,34 @@ func (t *transfer) resetClaims() {
 	for _, b := range t.blocks {
 		b.reset()
 	}
+}
+
+// zeroPages applies a zero-pages message (QEMU 7.2 dialect).
+func (t *transfer) zeroPages(body []byte) error {
+	if !t.hello.ZeroOnControl {
+		return fmt.Errorf("%w: zero pages on the control channel in the QEMU 10.0 dialect", ErrBadControl)
+	}
+	name, offs, err := wire.ParseZero(body)
+	if err != nil {
+		return err
+	}
+	blk, ok := t.blocks[string(name)]
+	if !ok {
+		return fmt.Errorf("%w: zero pages of unknown block %q", ErrBadControl, name)
+	}
+	ps := uint64(t.hello.PageSize)
+	n := len(offs) / 8
+	for i := range n {
+		off := wire.ZeroOffset(offs, i)
+		if off%ps != 0 || off >= uint64(len(blk.data)) {
+			return fmt.Errorf("%w: zero page at %#x of block %q (%d bytes): not page aligned or beyond the block", ErrBadControl, off, name, len(blk.data))
+		}
+		if pg := blk.data[off : off+ps]; blk.claim(off) && !IsZero(pg) {
+			clear(pg)
+		}
+	}
+	t.r.ctlZero.Add(uint64(n))
+	return nil
 }
 
 // checkEnd compares what the sender says it sent with what arrived.
@@ -605,6 +678,9 @@ func (c *recvChan) ram() error {
 		return c.errf("%w", err)
 	}
 	normal, n := int(rh.NormalPages), int(rh.NormalPages+rh.ZeroPages)
+	if rh.ZeroPages > 0 && t.hello.ZeroOnControl && !t.qemu {
+		return c.errf("%w: %d zero pages in a packet of a QEMU 7.2 dialect transfer", ErrBadPacket, rh.ZeroPages)
+	}
 	if n == 0 {
 		// QEMU 7.2 leaves a stale next_packet_size in packets without
 		// pages and reads no payload for them.

@@ -42,6 +42,14 @@ func (c *jitterConn) Read(p []byte) (int, error) {
 // different channels from round to round, and the receiver must end with
 // the last round's content.
 func TestRoundsSamePagesDifferentChannels(t *testing.T) {
+	for _, d := range []core.Dialect{core.Dialect10, core.Dialect72} {
+		t.Run(string(d), func(t *testing.T) { testRounds(t, d) })
+	}
+}
+
+// testRounds: in the 7.2 dialect the pages that became zero travel on the
+// control channel, and the syncs must order them against the channels.
+func testRounds(t *testing.T, dialect core.Dialect) {
 	const (
 		ps     = 4096
 		pages  = 1024
@@ -84,7 +92,7 @@ func TestRoundsSamePagesDifferentChannels(t *testing.T) {
 	defer cancel()
 	ln, d := tcpTransport(t)
 	rc := receive(ctx, jitterListener{ln}, core.ReceiverConfig{})
-	s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: chans})
+	s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: chans, Dialect: dialect})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,11 +40,13 @@ type Sender struct {
 	watch   chan struct{} // closed when the context watcher has run
 
 	packetNum atomic.Uint64 // packet_num of the next packet, all channels
-	packets   uint64        // data packets handed to channels
 	syncs     uint64
 	start     time.Time
 	elapsed   atomic.Int64 // set when the transfer ends
 	closed    bool
+
+	zeroOnControl bool          // QEMU 7.2 dialect
+	ctlBytes      atomic.Uint64 // control channel bytes sent after hello
 }
 
 type srcBlock struct {
@@ -90,6 +92,7 @@ type sendChan struct {
 	vec     [][]byte
 	bufs    net.Buffers
 	payload []byte
+	zbody   []byte // a zero-pages control message (QEMU 7.2 dialect)
 	sp      sdk.Packet
 	rh      wire.RAM
 }
@@ -109,9 +112,11 @@ func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 		ready:  make(chan struct{}, cfg.Channels),
 		done:   make(chan struct{}),
 	}
+	s.zeroOnControl = cfg.Dialect == Dialect72
 	hello := wire.Hello{
 		UUID: cfg.UUID, Channels: cfg.Channels, PageSize: cfg.PageSize,
 		PacketPages: cfg.PacketPages, MethodFlag: s.info.Flag, Method: s.info.Name,
+		ZeroOnControl: s.zeroOnControl,
 	}
 	for _, b := range mem.Blocks() {
 		if len(b.Data)%cfg.PageSize != 0 {
@@ -321,7 +326,6 @@ func (s *Sender) flush() error {
 	c.pkt, s.cur = s.cur, c.pkt
 	s.cur.offsets = s.cur.offsets[:0]
 	s.cur.block = nil
-	s.packets++
 	c.work <- struct{}{}
 	return nil
 }
@@ -411,7 +415,12 @@ func (s *Sender) SendDeviceState(idstr string, instance uint32, blob []byte) err
 	case len(idstr) >= wire.NameSize:
 		return fmt.Errorf("send device state: idstr of %d bytes, at most %d", len(idstr), wire.NameSize-1)
 	case len(blob) == 0:
-		return errors.New("send device state: empty blob")
+		// QEMU's wire has no empty device-state packet ("received empty
+		// device state packet"): an empty blob goes on the control channel.
+		if err := s.failure(); err != nil {
+			return err
+		}
+		return s.control(wire.MsgDevice, wire.AppendDevice(nil, idstr, instance))
 	case uint64(len(blob)) > 1<<32-1:
 		return fmt.Errorf("send device state: blob of %d bytes, at most 4 GiB", len(blob))
 	}
@@ -476,7 +485,11 @@ func (s *Sender) finish() error {
 	if err := s.sync(); err != nil {
 		return err
 	}
-	end := wire.End{Syncs: s.syncs, Packets: s.packets}
+	var packets uint64
+	for _, c := range s.chans { // all idle: the counts are final
+		packets += c.ctr.packets.Load()
+	}
+	end := wire.End{Syncs: s.syncs, Packets: packets}
 	b, _ := end.AppendBinary(nil)
 	if err := s.control(wire.MsgEnd, b); err != nil {
 		return err
@@ -516,7 +529,17 @@ func (s *Sender) Stats() Stats {
 	if el == 0 {
 		el = time.Since(s.start)
 	}
-	return collect(s.info.Name, s.cfg.PageSize, el, cs)
+	st := collect(s.info.Name, s.cfg.PageSize, el, cs)
+	st.ControlBytes = s.ctlBytes.Load()
+	st.Dialect = string(s.dialect())
+	return st
+}
+
+func (s *Sender) dialect() Dialect {
+	if s.zeroOnControl {
+		return Dialect72
+	}
+	return Dialect10
 }
 
 // Err returns the transfer's failure, or nil while it is healthy.
@@ -529,6 +552,7 @@ func (s *Sender) control(typ byte, body []byte) error {
 	}
 	err := wire.WriteMessage(s.ctl, typ, body)
 	s.ctlMu.Unlock() // fail takes it to send the reason
+	s.ctlBytes.Add(uint64(5 + len(body)))
 	if err != nil {
 		if ferr := s.failure(); ferr != nil {
 			return ferr
@@ -633,6 +657,9 @@ func (s *Sender) release() {
 	}
 }
 
+// errNothingToSend: every page of the packet went on the control channel.
+var errNothingToSend = errors.New("nothing to send")
+
 // testHookSent, when set by a test, sees every RAM packet's channel and
 // offsets (normal, then zero) before it is written.
 var testHookSent func(ch int, offsets []uint64)
@@ -684,6 +711,9 @@ func (c *sendChan) send(p *sendPacket) error {
 	case kindRAM:
 		err = c.prepareRAM(p)
 	}
+	if err == errNothingToSend {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -724,6 +754,19 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 		}
 	}
 	normal := len(c.offs)
+	if s.zeroOnControl && len(c.zeros) > 0 {
+		// QEMU 7.2's dialect: zero pages go on the control channel, ahead
+		// of the next sync marker; packets carry normal pages only.
+		c.zbody = wire.AppendZero(c.zbody[:0], p.block.name, c.zeros)
+		if err := s.control(wire.MsgZero, c.zbody); err != nil {
+			return err
+		}
+		c.ctr.zero.Add(uint64(len(c.zeros)))
+		c.zeros = c.zeros[:0]
+		if normal == 0 {
+			return errNothingToSend
+		}
+	}
 	c.rh = wire.RAM{
 		Flags:       s.info.Flag,
 		PagesAlloc:  uint32(s.cfg.PacketPages),

@@ -26,6 +26,8 @@ type Stats struct {
 	ZeroPages    uint64         `json:"zero_pages"`
 	Syncs        uint64         `json:"syncs"`
 	DeviceStates uint64         `json:"device_states"`
+	ControlBytes uint64         `json:"control_bytes"` // control channel, after the hello
+	Dialect      string         `json:"dialect"`
 	Elapsed      time.Duration  `json:"elapsed_ns"`
 	Channels     []ChannelStats `json:"channels"`
 }
@@ -35,12 +37,13 @@ func (s *Stats) RAMBytes() uint64 {
 	return (s.NormalPages + s.ZeroPages) * uint64(s.PageSize)
 }
 
-// Ratio is RAM bytes per wire byte (1 for nocomp without zero pages).
+// Ratio is RAM bytes per byte on the wire, control channel included (1
+// for nocomp without zero pages).
 func (s *Stats) Ratio() float64 {
-	if s.WireBytes == 0 {
+	if s.WireBytes+s.ControlBytes == 0 {
 		return 0
 	}
-	return float64(s.RAMBytes()) / float64(s.WireBytes)
+	return float64(s.RAMBytes()) / float64(s.WireBytes+s.ControlBytes)
 }
 
 // MBps is RAM megabytes (10^6 bytes) moved per second.

@@ -119,9 +119,9 @@ func (c *common) report(w io.Writer, s summary) {
 		c.printJSON(s)
 		return
 	}
-	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire (ratio %.2f), %d channels, %s\n",
+	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, dialect %s\n",
 		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.Pages, s.ZeroPages,
-		bytesText(s.WireBytes), s.Ratio, len(s.Channels), s.Method)
+		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), s.Method, s.Dialect)
 }
 
 func bytesText(n uint64) string {

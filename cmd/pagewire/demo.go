@@ -18,9 +18,10 @@ func demoCmd() *cobra.Command {
 	var (
 		c      common
 		size   string
-		rounds int
-		dirty  float64
-		seed   uint64
+		rounds  int
+		dirty   float64
+		seed    uint64
+		dialect string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo [flags]",
@@ -51,7 +52,11 @@ again, with a Sync after each round, as iterative pre-copy does.`,
 			if dirty < 0 || dirty > 1 {
 				return usageError{fmt.Errorf("--dirty %g: want a fraction in [0, 1]", dirty)}
 			}
-			return runDemo(cmd.Context(), &c, m.Info().Name, int(n), rounds, dirty, seed)
+			dl, err := core.ParseDialect(dialect)
+			if err != nil {
+				return usageError{fmt.Errorf("--dialect: %w", err)}
+			}
+			return runDemo(cmd.Context(), &c, m.Info().Name, int(n), rounds, dirty, seed, dl)
 		},
 	}
 	c.register(cmd)
@@ -59,10 +64,11 @@ again, with a Sync after each round, as iterative pre-copy does.`,
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "pre-copy rounds: the whole image, then dirtied pages")
 	cmd.Flags().Float64Var(&dirty, "dirty", 0.1, "fraction of pages rewritten between rounds")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the synthetic image")
+	cmd.Flags().StringVar(&dialect, "dialect", "10.0", "multifd dialect: 10.0 or 7.2 (zero pages on the control channel)")
 	return cmd
 }
 
-func runDemo(ctx context.Context, c *common, method string, size, rounds int, dirty float64, seed uint64) error {
+func runDemo(ctx context.Context, c *common, method string, size, rounds int, dirty float64, seed uint64, dialect core.Dialect) error {
 	const block = "pc.ram"
 	ps := core.DefaultPageSize
 	fmt.Fprintf(os.Stderr, "demo: building a %s synthetic guest image\n", bytesText(uint64(size)))
@@ -92,7 +98,7 @@ func runDemo(ctx context.Context, c *common, method string, size, rounds int, di
 	}()
 
 	s, err := core.NewSender(ctx, d, core.Blocks{{Name: block, Data: img}}, core.SenderConfig{
-		Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout,
+		Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, Dialect: dialect,
 	})
 	if err != nil {
 		rcancel()

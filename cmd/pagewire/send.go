@@ -16,9 +16,10 @@ import (
 
 func sendCmd() *cobra.Command {
 	var (
-		c     common
-		to    string
-		block string
+		c       common
+		to      string
+		block   string
+		dialect string
 	)
 	cmd := &cobra.Command{
 		Use:   "send --to ADDR [flags] IMAGE",
@@ -49,9 +50,13 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			if size%core.DefaultPageSize != 0 {
 				return fmt.Errorf("%s: %d bytes is not a whole number of %d-byte pages", args[0], size, core.DefaultPageSize)
 			}
+			dl, err := core.ParseDialect(dialect)
+			if err != nil {
+				return usageError{fmt.Errorf("--dialect: %w", err)}
+			}
 			ctx := cmd.Context()
 			s, err := core.NewSender(ctx, d, mem, core.SenderConfig{
-				Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout,
+				Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, Dialect: dl,
 			})
 			if err != nil {
 				return err
@@ -77,6 +82,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 	c.register(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "receiver address, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&block, "block", "pc.ram", "name of the RAM block the image is")
+	cmd.Flags().StringVar(&dialect, "dialect", "10.0", "multifd dialect: 10.0 (zero pages as offsets in packets) or 7.2 (zero pages on the control channel)")
 	return cmd
 }
 

@@ -35,6 +35,8 @@ const (
 	MsgSync   = 2    // sender -> receiver: every channel wrote SYNC n
 	MsgEnd    = 3    // sender -> receiver: nothing more will be sent
 	MsgError  = 4    // either way: the transfer failed, text says why
+	MsgZero   = 5    // sender -> receiver: zero pages (QEMU 7.2 dialect)
+	MsgDevice = 6    // sender -> receiver: an empty device-state blob
 	MsgAccept = 0x81 // receiver -> sender: hello accepted
 	MsgDone   = 0x82 // receiver -> sender: every page landed
 )
@@ -58,6 +60,10 @@ type Hello struct {
 	MethodFlag  uint32
 	Method      string
 	Blocks      []BlockInfo
+	// ZeroOnControl selects QEMU 7.2's dialect: zero pages travel on the
+	// control channel (MsgZero), never as zero_pages in packets, and the
+	// control channel joins every SYNC barrier. Otherwise QEMU 10.0's.
+	ZeroOnControl bool
 }
 
 // Check reports whether h's parameters are within the protocol's limits.
@@ -117,8 +123,15 @@ func (h *Hello) appendTo(b []byte) []byte {
 		b = append(b, bl.Name...)
 		b = be.AppendUint64(b, bl.Size)
 	}
-	return b
+	var flags byte
+	if h.ZeroOnControl {
+		flags |= helloZeroOnControl
+	}
+	return append(b, flags)
 }
+
+// Hello flags.
+const helloZeroOnControl = 1
 
 // UnmarshalBinary decodes and checks a hello body.
 func (h *Hello) UnmarshalBinary(b []byte) error {
@@ -141,9 +154,14 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 		name := string(r.bytes(int(r.u8())))
 		h.Blocks = append(h.Blocks, BlockInfo{Name: name, Size: r.u64()})
 	}
+	flags := r.u8()
 	if r.err != nil {
 		return fmt.Errorf("%w: hello: %v", ErrBadControl, r.err)
 	}
+	if flags&^helloZeroOnControl != 0 {
+		return fmt.Errorf("%w: hello: unknown flags %#x", ErrBadControl, flags)
+	}
+	h.ZeroOnControl = flags&helloZeroOnControl != 0
 	if len(r.b) != 0 {
 		return fmt.Errorf("%w: hello: %d trailing bytes", ErrBadControl, len(r.b))
 	}
@@ -170,6 +188,52 @@ func (e *End) UnmarshalBinary(b []byte) error {
 	}
 	e.Syncs, e.Packets = be.Uint64(b), be.Uint64(b[8:])
 	return nil
+}
+
+// MaxZeroOffsets is the most offsets one zero-pages message carries.
+const MaxZeroOffsets = (MaxMessage - NameSize) / 8
+
+// AppendZero appends a zero-pages body: u8 n, n bytes of block name, then
+// big-endian u64 page offsets to the end.
+func AppendZero(b []byte, block []byte, offsets []uint64) []byte {
+	b = append(b, byte(len(block)))
+	b = append(b, block...)
+	for _, o := range offsets {
+		b = be.AppendUint64(b, o)
+	}
+	return b
+}
+
+// ParseZero splits a zero-pages body into the block name and the raw
+// offsets (8 bytes each; read them with [ZeroOffset]).
+func ParseZero(b []byte) (block []byte, offsets []byte, err error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) || b[0] == 0 {
+		return nil, nil, fmt.Errorf("%w: zero-pages message without a block name", ErrBadControl)
+	}
+	block, offsets = b[1:1+b[0]], b[1+b[0]:]
+	if len(offsets)%8 != 0 || len(offsets) == 0 {
+		return nil, nil, fmt.Errorf("%w: zero-pages message with %d bytes of offsets", ErrBadControl, len(offsets))
+	}
+	return block, offsets, nil
+}
+
+// ZeroOffset returns the i-th offset of a zero-pages body's offsets.
+func ZeroOffset(offsets []byte, i int) uint64 { return be.Uint64(offsets[8*i:]) }
+
+// AppendDevice appends an empty-blob device-state body: u8 n, n bytes of
+// idstr, be32 instance id.
+func AppendDevice(b []byte, idstr string, instance uint32) []byte {
+	b = append(b, byte(len(idstr)))
+	b = append(b, idstr...)
+	return be.AppendUint32(b, instance)
+}
+
+// ParseDevice reads an empty-blob device-state body.
+func ParseDevice(b []byte) (idstr string, instance uint32, err error) {
+	if len(b) < 1 || len(b) != 1+int(b[0])+4 {
+		return "", 0, fmt.Errorf("%w: device-state message of %d bytes", ErrBadControl, len(b))
+	}
+	return string(b[1 : 1+b[0]]), be.Uint32(b[1+b[0]:]), nil
 }
 
 // WriteMessage writes one control message: type, 4-byte length, body.
@@ -200,7 +264,7 @@ func ReadMessage(r io.Reader, buf []byte) (typ byte, body []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: message of %d bytes, at most %d", ErrBadControl, n, MaxMessage)
 	}
 	switch h[0] {
-	case MsgHello, MsgSync, MsgEnd, MsgError, MsgAccept, MsgDone:
+	case MsgHello, MsgSync, MsgEnd, MsgError, MsgZero, MsgDevice, MsgAccept, MsgDone:
 	default:
 		return 0, nil, fmt.Errorf("%w: unknown message type %#x", ErrBadControl, h[0])
 	}

@@ -575,7 +575,7 @@ func TestBadInput(t *testing.T) {
 		}, wire.ErrBadControl, `block "pc.ram" of 281474976714752 bytes is too large`},
 		{"hello/too many blocks", func() error {
 			b := helloBytes(func(h *wire.Hello) { h.Blocks = nil })
-			be.PutUint16(b[len(b)-2:], wire.MaxBlocks+1)
+			be.PutUint16(b[len(b)-3:], wire.MaxBlocks+1) // the count, before the flags byte
 			return decodeHello(b)
 		}, wire.ErrBadControl, fmt.Sprintf("%d blocks, at most %d", wire.MaxBlocks+1, wire.MaxBlocks)},
 		{"hello/truncated", func() error {
