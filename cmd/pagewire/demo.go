@@ -16,8 +16,8 @@ import (
 
 func demoCmd() *cobra.Command {
 	var (
-		c      common
-		size   string
+		c       common
+		size    string
 		rounds  int
 		dirty   float64
 		seed    uint64
