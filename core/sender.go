@@ -701,6 +701,9 @@ func (c *sendChan) send(p *sendPacket) error {
 	switch p.kind {
 	case kindSync:
 		c.rh = wire.RAM{Flags: wire.FlagSync, PacketNum: s.packetNum.Add(1) - 1, Offsets: c.offs[:0]}
+		if s.zeroOnControl {
+			c.rh.PagesAlloc = uint32(s.cfg.PacketPages) // as QEMU 7.2's SYNC packets
+		}
 		c.hdr, err = c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
 		c.vec = append(c.vec, c.hdr)
 	case kindDeviceState:
