@@ -2,11 +2,11 @@ package wasm_test
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
