@@ -14,8 +14,15 @@ default: lint test
 setup:
 	@scripts/setup.sh
 
+PLUGINS := nocomp zlib zstd lz4
+
 build: setup
 	$(GO) build -o $(BIN)/pagewire ./cmd/pagewire
+	@mkdir -p $(BIN)/plugins
+	@for p in $(PLUGINS); do \
+		echo "GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./plugins/$$p/plugin"; \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./plugins/$$p/plugin || exit 1; \
+	done
 
 demo: build
 	$(BIN)/pagewire demo

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/sdk"
+	"github.com/pagewire/pagewire/wasm"
 )
 
 // common holds the flags shared by send, recv and demo.
@@ -26,6 +27,9 @@ type common struct {
 	json     bool
 	timeout  time.Duration
 	progress bool
+	plugin   string
+
+	loaded *wasm.Module // the --plugin module, closed by release
 }
 
 func (c *common) register(cmd *cobra.Command) {
@@ -36,17 +40,36 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.json, "json", false, "print the summary as JSON on stdout")
 	f.DurationVar(&c.timeout, "timeout", 0, "fail when a single read or write stalls this long (0: never)")
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
+	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a Wasm plugin FILE (sdk/ABI.md) instead of --method")
 }
 
 func (c *common) lookup() (sdk.Method, error) {
 	if c.channels < 1 || c.channels > 255 {
 		return nil, usageError{fmt.Errorf("--channels %d: want 1..255", c.channels)}
 	}
+	if c.plugin != "" {
+		if c.loaded == nil {
+			m, err := wasm.Load(context.Background(), c.plugin, wasm.Config{})
+			if err != nil {
+				return nil, err
+			}
+			c.loaded = m
+		}
+		return c.loaded, nil
+	}
 	m, err := core.Methods.Lookup(c.method)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--method: %w", err)}
 	}
 	return m, nil
+}
+
+// release frees what lookup loaded.
+func (c *common) release() {
+	if c.loaded != nil {
+		c.loaded.Close(context.Background())
+		c.loaded = nil
+	}
 }
 
 // showProgress draws a bar for RAM bytes moved until ctx is done, when

@@ -35,6 +35,7 @@ again, with a Sync after each round, as iterative pre-copy does.`,
   pagewire demo --channels 8 --size 1G --rounds 5 --dirty 0.05`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			defer c.release()
 			m, err := c.lookup()
 			if err != nil {
 				return err

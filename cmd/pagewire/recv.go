@@ -30,6 +30,7 @@ otherwise the receiver follows the sender.`,
 		Example: `  pagewire recv --listen tcp:127.0.0.1:7000 --out guest.img`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			defer c.release()
 			if listen == "" || out == "" {
 				return usageError{fmt.Errorf("recv: --listen ADDR and --out IMAGE are required")}
 			}
@@ -40,7 +41,7 @@ otherwise the receiver follows the sender.`,
 				}
 				cfg.Channels = c.channels
 			}
-			if cmd.Flags().Changed("method") {
+			if cmd.Flags().Changed("method") || c.plugin != "" {
 				m, err := c.lookup()
 				if err != nil {
 					return err

@@ -30,6 +30,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 		Example: `  pagewire send --to tcp:127.0.0.1:7000 --channels 4 guest.img`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			defer c.release()
 			if to == "" {
 				return usageError{fmt.Errorf("send: --to ADDR is required")}
 			}
