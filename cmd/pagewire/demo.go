@@ -12,6 +12,7 @@ import (
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 func demoCmd() *cobra.Command {
@@ -57,7 +58,7 @@ again, with a Sync after each round, as iterative pre-copy does.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--dialect: %w", err)}
 			}
-			return runDemo(cmd.Context(), &c, m.Info().Name, int(n), rounds, dirty, seed, dl)
+			return runDemo(cmd.Context(), &c, m, int(n), rounds, dirty, seed, dl)
 		},
 	}
 	c.register(cmd)
@@ -69,7 +70,7 @@ again, with a Sync after each round, as iterative pre-copy does.`,
 	return cmd
 }
 
-func runDemo(ctx context.Context, c *common, method string, size, rounds int, dirty float64, seed uint64, dialect core.Dialect) error {
+func runDemo(ctx context.Context, c *common, m sdk.Method, size, rounds int, dirty float64, seed uint64, dialect core.Dialect) error {
 	const block = "pc.ram"
 	ps := core.DefaultPageSize
 	fmt.Fprintf(os.Stderr, "demo: building a %s synthetic guest image\n", bytesText(uint64(size)))
@@ -84,7 +85,6 @@ func runDemo(ctx context.Context, c *common, method string, size, rounds int, di
 		ln.Close()
 		return err
 	}
-	m, _ := core.Methods.Lookup(method)
 	r := core.NewReceiver(core.ReceiverConfig{Method: m, Channels: c.channels, Level: c.level, Timeout: c.timeout})
 	type result struct {
 		mem core.Memory
