@@ -11,8 +11,10 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 # Debian packages the tests use, installed only when missing:
-# qemu-system-x86 is the real QEMU 7.2 the QEMU-peer tests migrate from.
-apt_packages="qemu-system-x86"
+# qemu-system-x86 is the real QEMU 7.2 the QEMU-peer tests migrate from;
+# clang, lld, wasi-libc and the wasm32 compiler-rt build the C Wasm plugin
+# example (examples/wasm-c).
+apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32"
 pkgs=()
 for p in $apt_packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
