@@ -1,0 +1,57 @@
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildWasm builds the zstd method as a Wasm plugin for the CLI tests.
+func buildWasm(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "zstd.wasm")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../../plugins/zstd/plugin")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestPluginCLI: plugin inspect describes a module, and demo, send and
+// recv run their method from it.
+func TestPluginCLI(t *testing.T) {
+	mod := buildWasm(t)
+	p := start(t, "plugin", "inspect", "--json", mod)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("inspect exited %d: %s", code, p.stderr)
+	}
+	var in struct {
+		ABI     int      `json:"abi"`
+		Method  string   `json:"method"`
+		Flag    uint32   `json:"flag"`
+		SHA256  string   `json:"sha256"`
+		Exports []string `json:"exports"`
+	}
+	if err := json.Unmarshal(p.stdout.Bytes(), &in); err != nil || in.ABI != 1 || in.Method != "zstd" || in.Flag != 4 || len(in.SHA256) != 64 {
+		t.Fatalf("inspect: %+v (%v): %s", in, err, p.stdout.String())
+	}
+
+	p = start(t, "demo", "--plugin", mod, "--size", "8M", "--rounds", "2", "--channels", "2")
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("demo exited %d: %s", code, p.stderr)
+	}
+	if s := p.stderr.String(); !strings.Contains(s, "2 channels, zstd") || !strings.Contains(s, "verified") {
+		t.Errorf("demo: %s", s)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.wasm")
+	os.WriteFile(bad, []byte("not wasm"), 0o644)
+	p = start(t, "demo", "--plugin", bad)
+	if code := p.wait(t); code != 1 || !strings.Contains(p.stderr.String(), "pagewire: wasm plugin failed: bad.wasm") {
+		t.Errorf("bad plugin: exit %d: %s", code, p.stderr)
+	}
+}
