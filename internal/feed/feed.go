@@ -7,6 +7,7 @@ package feed
 
 import (
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -14,12 +15,25 @@ import (
 // up: the decoder wanted more bytes than the packet carried.
 var ErrShort = errors.New("payload ends before the packet's pages are complete")
 
+// ErrExtra reports a payload that decodes to more than the packet's pages.
+var ErrExtra = errors.New("payload decodes to more than the packet's pages")
+
+// needInput unwinds a decoder that asks for bytes past the current
+// payload, during Fill: an error would stick in the decoder and break the
+// stream for the next packet, a panic leaves it where it stopped.
+type needInput struct{}
+
+// dry is what Read panics with (a pointer: no allocation).
+var dry = &needInput{}
+
 // Feed serves the bytes a decoder has not consumed yet from earlier
 // packets, then the current packet's payload. It implements io.ByteReader
 // so that flate consumes exactly what it decodes and never reads ahead.
 type Feed struct {
-	rest []byte // unconsumed bytes of earlier packets, owned
-	cur  []byte // the current payload, borrowed for one packet
+	rest   []byte // unconsumed bytes of earlier packets, owned
+	cur    []byte // the current payload, borrowed for one packet
+	strict bool   // Fill is running: running dry unwinds the decoder
+	one    [1]byte
 }
 
 // Start makes payload the current packet's bytes. payload is only read
@@ -45,6 +59,9 @@ func (f *Feed) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	if len(f.cur) == 0 {
+		if f.strict {
+			panic(dry)
+		}
 		return 0, ErrShort
 	}
 	n := copy(p, f.cur)
@@ -60,6 +77,9 @@ func (f *Feed) ReadByte() (byte, error) {
 		return b, nil
 	}
 	if len(f.cur) == 0 {
+		if f.strict {
+			panic(dry)
+		}
 		return 0, ErrShort
 	}
 	b := f.cur[0]
@@ -68,6 +88,54 @@ func (f *Feed) ReadByte() (byte, error) {
 }
 
 var _ io.ByteReader = (*Feed)(nil)
+
+// Fill reads the current packet's pages from dec, a streaming decoder
+// reading from f, then checks that the payload decodes to nothing more:
+// it asks dec for one more byte, which a well-formed payload answers by
+// running dry at the packet's flush boundary. It returns ErrShort or
+// ErrExtra (wrapped) for a payload that is too short or too long. After
+// any error dec's state is undefined: the caller must not use it again.
+func (f *Feed) Fill(dec io.Reader, pages [][]byte) error {
+	f.strict = true
+	defer func() { f.strict = false }()
+	for i, pg := range pages {
+		if err := readFull(dec, pg); err != nil {
+			return fmt.Errorf("page %d of %d: %w", i, len(pages), err)
+		}
+	}
+	if n, err := probe(dec, f.one[:]); n > 0 {
+		return ErrExtra
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func readFull(dec io.Reader, p []byte) (err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			if x != dry {
+				panic(x)
+			}
+			err = ErrShort
+		}
+	}()
+	_, err = io.ReadFull(dec, p)
+	return err
+}
+
+// probe reads from dec; running dry is the good answer (0, nil).
+func probe(dec io.Reader, p []byte) (n int, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			if x != dry {
+				panic(x)
+			}
+			n, err = 0, nil
+		}
+	}()
+	return dec.Read(p)
+}
 
 // Sink appends what an encoder writes to a slice it does not own.
 type Sink struct{ b []byte }

@@ -66,38 +66,35 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 
 func (s *sender) Close() error { return nil } // the stream is never finished, as QEMU's
 
-// maxLeftover bounds what may stay undecoded after a packet's pages: the
-// empty stored block of the sync flush (at most 5 bytes).
-const maxLeftover = 8
-
 // receiver decodes through a bufio.Reader over the feed: flate has a
 // fast path for *bufio.Reader, and the buffer only ever holds bytes of
 // packets that have arrived (the feed ends at the current payload).
 type receiver struct {
-	in feed.Feed
-	br *bufio.Reader
-	r  io.ReadCloser
+	in     feed.Feed
+	br     *bufio.Reader
+	r      io.ReadCloser
+	broken error
 }
 
 func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
+	if r.broken != nil {
+		return r.broken
+	}
 	r.in.Start(payload)
+	defer r.in.End()
 	if r.r == nil {
 		r.br = bufio.NewReaderSize(&r.in, 64<<10)
 		zr, err := kzlib.NewReader(r.br)
 		if err != nil {
-			r.in.End()
-			return fmt.Errorf("%w: zlib header: %v", sdk.ErrCorrupt, err)
+			r.broken = fmt.Errorf("%w: zlib header: %v", sdk.ErrCorrupt, err)
+			return r.broken
 		}
 		r.r = zr
 	}
-	for i, pg := range p.Pages {
-		if _, err := io.ReadFull(r.r, pg); err != nil {
-			r.in.End()
-			return fmt.Errorf("%w: page %d of %d: %v", sdk.ErrCorrupt, i, len(p.Pages), err)
-		}
-	}
-	if n := r.in.End() + r.br.Buffered(); n > maxLeftover {
-		return fmt.Errorf("%w: %d bytes left undecoded after the packet's pages", sdk.ErrCorrupt, n)
+	if err := r.in.Fill(r.r, p.Pages); err != nil {
+		// The stream cannot be trusted past a bad packet.
+		r.broken = fmt.Errorf("%w: %v", sdk.ErrCorrupt, err)
+		return r.broken
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ package zstd
 
 import (
 	"fmt"
-	"io"
 
 	kzstd "github.com/klauspost/compress/zstd"
 
@@ -83,20 +82,21 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 func (s *sender) Close() error { return s.w.Close() }
 
 type receiver struct {
-	in feed.Feed
-	d  *kzstd.Decoder
+	in     feed.Feed
+	d      *kzstd.Decoder
+	broken error
 }
 
 func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
-	r.in.Start(payload)
-	for i, pg := range p.Pages {
-		if _, err := io.ReadFull(r.d, pg); err != nil {
-			r.in.End()
-			return fmt.Errorf("%w: page %d of %d: %v", sdk.ErrCorrupt, i, len(p.Pages), err)
-		}
+	if r.broken != nil {
+		return r.broken
 	}
-	if n := r.in.End(); n != 0 {
-		return fmt.Errorf("%w: %d bytes left undecoded after the packet's pages", sdk.ErrCorrupt, n)
+	r.in.Start(payload)
+	defer r.in.End()
+	if err := r.in.Fill(r.d, p.Pages); err != nil {
+		// The stream cannot be trusted past a bad packet.
+		r.broken = fmt.Errorf("%w: %v", sdk.ErrCorrupt, err)
+		return r.broken
 	}
 	return nil
 }
