@@ -175,13 +175,10 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	return m, nil
 }
 
-// Info implements [sdk.Method]. Raw is always false: the engine must hand
-// a plugin's pages through Prepare and Recv.
-func (m *Module) Info() sdk.Info {
-	in := m.info
-	in.Raw = false
-	return in
-}
+// Info implements [sdk.Method]. A module that reports Raw (its payload is
+// the pages unchanged) is not called on the data path at all: the engine
+// moves the pages itself.
+func (m *Module) Info() sdk.Info { return m.info }
 
 // Close releases the runtime and every instance still open.
 func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }

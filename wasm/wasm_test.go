@@ -20,6 +20,7 @@ import (
 	"github.com/pagewire/pagewire/examples/wasm-go/rle"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/sdk"
+	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
 )
 
@@ -91,8 +92,8 @@ func TestInspect(t *testing.T) {
 	for _, name := range []string{"nocomp", "zlib", "zstd", "lz4"} {
 		m := load(t, name, wasm.Config{})
 		want := builtin(t, name).Info()
-		if got := m.Info(); got.Name != want.Name || got.Flag != want.Flag || got.Raw {
-			t.Errorf("%s: info %+v, want name and flag of %+v, not raw", name, got, want)
+		if got := m.Info(); got != want {
+			t.Errorf("%s: info %+v, want %+v", name, got, want)
 		}
 		in := m.Inspect()
 		if in.ABI != 1 || in.Size == 0 || len(in.SHA256) != 64 || !contains(in.Exports, "pagewire_prepare") {
@@ -338,5 +339,15 @@ func TestExamplesInterop(t *testing.T) {
 		}
 		snd.Close()
 		rcv.Close()
+	}
+}
+
+// TestConformance runs the conformance kit against every module built
+// here: the four built-in methods and both examples.
+func TestConformance(t *testing.T) {
+	for _, name := range []string{"nocomp", "zlib", "zstd", "lz4", "rle-go", "rle-c"} {
+		t.Run(name, func(t *testing.T) {
+			plugintest.Run(t, load(t, name, wasm.Config{}))
+		})
 	}
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
 )
 
@@ -14,7 +16,7 @@ func pluginCmd() *cobra.Command {
 		Use:   "plugin",
 		Short: "Inspect and test compression plugins",
 	}
-	cmd.AddCommand(pluginInspectCmd())
+	cmd.AddCommand(pluginInspectCmd(), pluginTestCmd())
 	return cmd
 }
 
@@ -50,5 +52,40 @@ func pluginInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func pluginTestCmd() *cobra.Command {
+	var trusted bool
+	cmd := &cobra.Command{
+		Use:   "test FILE",
+		Short: "Run the conformance kit (sdk/plugintest) against a Wasm plugin",
+		Long: `Load FILE and run every check of the conformance kit against it, printing
+a PASS or FAIL line per check; exit 1 if any check fails.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := wasm.Load(cmd.Context(), args[0], wasm.Config{Trusted: trusted})
+			if err != nil {
+				return err
+			}
+			defer m.Close(context.Background())
+			w := cmd.OutOrStdout()
+			failed := 0
+			for _, r := range plugintest.RunAll(m) {
+				if r.Err != nil {
+					failed++
+					fmt.Fprintf(w, "FAIL %-14s %v (%v)\n", r.Name, r.Err, r.Elapsed.Round(time.Millisecond))
+					continue
+				}
+				fmt.Fprintf(w, "PASS %-14s (%v)\n", r.Name, r.Elapsed.Round(time.Millisecond))
+			}
+			if failed > 0 {
+				return fmt.Errorf("%s: %d conformance check(s) failed", args[0], failed)
+			}
+			fmt.Fprintf(w, "%s (%s): every conformance check passed\n", args[0], m.Info().Name)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&trusted, "trusted", false, "run without per-call deadline checks (faster)")
 	return cmd
 }

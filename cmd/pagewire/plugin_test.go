@@ -48,6 +48,14 @@ func TestPluginCLI(t *testing.T) {
 		t.Errorf("demo: %s", s)
 	}
 
+	p = start(t, "plugin", "test", mod)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("plugin test exited %d: %s%s", code, p.stdout.String(), p.stderr)
+	}
+	if out := p.stdout.String(); strings.Count(out, "PASS ") != 10 || !strings.Contains(out, "every conformance check passed") {
+		t.Errorf("plugin test: %s", out)
+	}
+
 	bad := filepath.Join(t.TempDir(), "bad.wasm")
 	os.WriteFile(bad, []byte("not wasm"), 0o644)
 	p = start(t, "demo", "--plugin", bad)
