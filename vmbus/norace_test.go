@@ -1,0 +1,5 @@
+//go:build !race
+
+package vmbus_test
+
+const raceEnabled = false
