@@ -680,7 +680,7 @@ var badCases = []badCase{
 			h.connect(0, 1)
 			h.send(0, dataPacket(0), syncPacket())
 			waitFor(h.t, "channel 0's SYNC", func() bool { return run.r.Stats().Syncs == 1 })
-			time.Sleep(20 * time.Millisecond) // from counting the SYNC to parking at it
+			time.Sleep(200 * time.Millisecond) // from counting the SYNC to parking at it: a few instructions, but the machine may be busy
 			h.hangUp(1)
 		},
 		want: core.ErrBadPacket, channel: 1, packet: 1, msg: "channel ended while 1 channels wait at SYNC 1"},
@@ -693,7 +693,7 @@ var badCases = []badCase{
 				st := run.r.Stats()
 				return st.Syncs == 1 && st.Packets == 2
 			})
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
 			h.hangUp(1)
 		},
 		want: core.ErrBadPacket, channel: 1, packet: 2, msg: "channel ended while 1 channels wait at SYNC 1"},
