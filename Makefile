@@ -22,6 +22,8 @@ build: setup
 	@for p in $(PLUGINS); do \
 		echo "GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./plugins/$$p/plugin"; \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./plugins/$$p/plugin || exit 1; \
+		echo "$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p/plugin"; \
+		$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p/plugin || exit 1; \
 	done
 
 demo: build

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +17,59 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/wasm"
 )
+
+// isWasm reports whether the file at path is meant as a Wasm module: its
+// name ends in .wasm or it starts with the Wasm magic.
+func isWasm(path string) (bool, error) {
+	if strings.HasSuffix(path, ".wasm") {
+		return true, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var magic [4]byte
+	n, _ := io.ReadFull(f, magic[:])
+	return n == 4 && string(magic[:]) == "\x00asm", nil
+}
+
+// loadPlugin loads a Wasm module with the Wasm host and anything else as
+// a go-plugin executable; closer releases it. pinSHA (hex) pins a
+// go-plugin binary's sha256.
+func loadPlugin(ctx context.Context, path, pinSHA string, trusted bool) (sdk.Method, func(), error) {
+	w, err := isWasm(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if w {
+		if pinSHA != "" {
+			return nil, nil, usageError{fmt.Errorf("--plugin-sha256: %s is a Wasm module; pinning is for go-plugin executables", path)}
+		}
+		m, err := wasm.Load(ctx, path, wasm.Config{Trusted: trusted})
+		if err != nil {
+			return nil, nil, err
+		}
+		return m, func() { m.Close(context.Background()) }, nil
+	}
+	var cfg goplugin.Config
+	if pinSHA != "" {
+		sum, err := hex.DecodeString(pinSHA)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, nil, usageError{fmt.Errorf("--plugin-sha256 %q: want %d hex digits", pinSHA, 2*sha256.Size)}
+		}
+		cfg.SHA256 = sum
+	}
+	m, err := goplugin.Load(path, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, func() { m.Close() }, nil
+}
 
 // common holds the flags shared by send, recv and demo.
 type common struct {
@@ -29,8 +81,10 @@ type common struct {
 	progress bool
 	plugin   string
 	trusted  bool
+	pinSHA   string
 
-	loaded *wasm.Module // the --plugin module, closed by release
+	loaded      sdk.Method // the --plugin method
+	closeLoaded func()     // closes loaded
 }
 
 func (c *common) register(cmd *cobra.Command) {
@@ -41,7 +95,8 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.json, "json", false, "print the summary as JSON on stdout")
 	f.DurationVar(&c.timeout, "timeout", 0, "fail when a single read or write stalls this long (0: never)")
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
-	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a Wasm plugin FILE (sdk/ABI.md) instead of --method")
+	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
+	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a go-plugin --plugin whose sha256 is not HEX")
 	f.BoolVar(&c.trusted, "plugin-trusted", false, "run the --plugin without per-call deadline checks: 3-4x faster, but a plugin that loops forever hangs")
 }
 
@@ -51,11 +106,11 @@ func (c *common) lookup() (sdk.Method, error) {
 	}
 	if c.plugin != "" {
 		if c.loaded == nil {
-			m, err := wasm.Load(context.Background(), c.plugin, wasm.Config{Trusted: c.trusted})
+			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, c.trusted)
 			if err != nil {
 				return nil, err
 			}
-			c.loaded = m
+			c.loaded, c.closeLoaded = m, closer
 		}
 		return c.loaded, nil
 	}
@@ -69,8 +124,8 @@ func (c *common) lookup() (sdk.Method, error) {
 // release frees what lookup loaded.
 func (c *common) release() {
 	if c.loaded != nil {
-		c.loaded.Close(context.Background())
-		c.loaded = nil
+		c.closeLoaded()
+		c.loaded, c.closeLoaded = nil, nil
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
 )
@@ -24,9 +25,26 @@ func pluginInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
-		Short: "Show a Wasm plugin's ABI version, method, wire flag, imports, exports, size and sha256",
+		Short: "Show a plugin's ABI or protocol version, method, wire flag, size and sha256 (Wasm: imports, exports)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if w, err := isWasm(args[0]); err != nil {
+				return err
+			} else if !w {
+				m, err := goplugin.Load(args[0], goplugin.Config{})
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				in := m.Inspect()
+				if asJSON {
+					(&common{}).printJSON(in)
+					return nil
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "file     %s\nkind     %s\nsize     %d bytes\nsha256   %s\nprotocol v%d\nmethod   %s\nflag     %#04x\nraw      %v\nstart    %v\n",
+					in.File, in.Kind, in.Size, in.SHA256, in.Protocol, in.Method, in.Flag, in.Raw, in.StartDur)
+				return nil
+			}
 			m, err := wasm.Load(cmd.Context(), args[0], wasm.Config{})
 			if err != nil {
 				return err
@@ -59,16 +77,16 @@ func pluginTestCmd() *cobra.Command {
 	var trusted bool
 	cmd := &cobra.Command{
 		Use:   "test FILE",
-		Short: "Run the conformance kit (sdk/plugintest) against a Wasm plugin",
+		Short: "Run the conformance kit (sdk/plugintest) against a Wasm or go-plugin plugin",
 		Long: `Load FILE and run every check of the conformance kit against it, printing
 a PASS or FAIL line per check; exit 1 if any check fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := wasm.Load(cmd.Context(), args[0], wasm.Config{Trusted: trusted})
+			m, closer, err := loadPlugin(cmd.Context(), args[0], "", trusted)
 			if err != nil {
 				return err
 			}
-			defer m.Close(context.Background())
+			defer closer()
 			w := cmd.OutOrStdout()
 			failed := 0
 			for _, r := range plugintest.RunAll(m) {

@@ -1,13 +1,14 @@
 //go:build !wasip1
 
+// Built natively (go build ./plugins/lz4/plugin, make build) this is the
+// lz4 method as a go-plugin binary served over gRPC (sdk/goplugin); built
+// with GOOS=wasip1 GOARCH=wasm -buildmode=c-shared it is a Wasm module
+// (main_wasm.go). Hosts load either with pagewire --plugin FILE.
 package main
 
 import (
-	"fmt"
-	"os"
+	"github.com/pagewire/pagewire/plugins/lz4"
+	"github.com/pagewire/pagewire/sdk/goplugin"
 )
 
-func main() {
-	fmt.Fprintln(os.Stderr, "this is the lz4 method as a pagewire plugin: build it with GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared (make build)")
-	os.Exit(2)
-}
+func main() { goplugin.Serve(lz4.New()) }

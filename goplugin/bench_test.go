@@ -1,0 +1,114 @@
+package goplugin_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/goplugin"
+	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// transferTime moves img from a sender using ms to a receiver using mr,
+// over 2 channels in memory, and returns how long it took.
+func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duration {
+	ctx := context.Background()
+	p := channels.NewPipe()
+	done := make(chan error, 1)
+	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: "pc.ram", Data: dst}}})
+	start := time.Now()
+	go func() {
+		_, err := r.Receive(ctx, p)
+		done <- err
+	}()
+	s, err := core.NewSender(ctx, p, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 2, Method: ms})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.SendBlock("pc.ram"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkGoPluginVsBuiltin transfers the first corpus image
+// (linux-busy-128M) end to end with zstd and lz4 built in and as go-plugin
+// binaries on both ends, side by side in every iteration;
+// plugin/builtin is the plugin's throughput over the built-in's.
+func BenchmarkGoPluginVsBuiltin(b *testing.B) {
+	images, err := corpus.List()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := images[0].Load()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dst := make([]byte, len(img))
+	for _, name := range []string{"zstd", "lz4"} {
+		gp := load(b, name, goplugin.Config{})
+		bi, err := core.Methods.Lookup(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(img)))
+			var tp, tb time.Duration
+			for b.Loop() {
+				tb += transferTime(b, img, dst, bi, bi)
+				tp += transferTime(b, img, dst, gp, gp)
+			}
+			mb := float64(len(img)) * float64(b.N) / 1e6
+			b.ReportMetric(mb/tb.Seconds(), "builtin-MB/s")
+			b.ReportMetric(mb/tp.Seconds(), "plugin-MB/s")
+			b.ReportMetric(tb.Seconds()/tp.Seconds(), "plugin/builtin")
+		})
+	}
+}
+
+// BenchmarkRoundTrip512K is one Prepare of a full 128-page (512 KiB)
+// packet with nocomp: the RPC's cost, both ways.
+func BenchmarkRoundTrip512K(b *testing.B) {
+	m := load(b, "nocomp", goplugin.Config{})
+	s, err := m.NewSender(0, sdk.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	img := pagegen.Image(128*4096, 4096, 1)
+	p := &sdk.Packet{Seq: 1}
+	for i := range 128 {
+		p.Pages = append(p.Pages, img[i*4096:(i+1)*4096])
+	}
+	out := make([]byte, 0, sdk.MaxPayload(128, 4096))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(img)))
+	for b.Loop() {
+		out, err = s.Prepare(p, out[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStart is starting a plugin process (handshake, mTLS, Info) and
+// killing it.
+func BenchmarkStart(b *testing.B) {
+	for b.Loop() {
+		m, err := goplugin.Load(bins["zstd"], goplugin.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close()
+	}
+}
