@@ -2,44 +2,23 @@ package wasm_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/pagewire/pagewire/channels"
-	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/wasm"
 )
 
-// transferTime moves img from a sender using ms to a receiver using mr,
-// over 2 channels in memory, and returns how long it took.
+// transferTime is xfer.Time, failing the benchmark on error.
 func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duration {
-	ctx := context.Background()
-	p := channels.NewPipe()
-	done := make(chan error, 1)
-	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: "pc.ram", Data: dst}}})
-	start := time.Now()
-	go func() {
-		_, err := r.Receive(ctx, p)
-		done <- err
-	}()
-	s, err := core.NewSender(ctx, p, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 2, Method: ms})
+	d, err := xfer.Time(img, dst, ms, mr)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := s.SendBlock("pc.ram"); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := s.Close(); err != nil {
-		b.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	return time.Since(start)
+	return d
 }
 
 // BenchmarkWasmVsBuiltin transfers a real guest image end to end with each
@@ -123,4 +102,3 @@ func BenchmarkInstantiate(b *testing.B) {
 	}
 }
 
-var _ = fmt.Sprint
