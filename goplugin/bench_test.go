@@ -7,8 +7,8 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/internal/corpus"
-	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/sdk"
 )
 

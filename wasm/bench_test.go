@@ -101,4 +101,3 @@ func BenchmarkInstantiate(b *testing.B) {
 		s.Close()
 	}
 }
-
