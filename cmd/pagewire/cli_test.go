@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"flag"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -27,7 +28,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "pagewire")
-	out, err := exec.Command("go", "build", "-race", "-o", bin, ".").CombinedOutput()
+	// Tests run the CLI built with -race; benchmarks, without.
+	flag.Parse()
+	build := []string{"build", "-race", "-o", bin, "."}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		build = []string{"build", "-o", bin, "."}
+	}
+	out, err := exec.Command("go", build...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
@@ -46,7 +53,7 @@ type proc struct {
 	done   chan struct{} // closed once the process has exited
 }
 
-func start(t *testing.T, args ...string) *proc {
+func start(t testing.TB, args ...string) *proc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	name := bin
@@ -70,7 +77,7 @@ func start(t *testing.T, args ...string) *proc {
 
 // startRecv starts a receiving command (recv, qemu recv) and returns it
 // with the address it listens at.
-func startRecv(t *testing.T, args ...string) (*proc, string) {
+func startRecv(t testing.TB, args ...string) (*proc, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	p := &proc{cmd: exec.CommandContext(ctx, bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
@@ -109,7 +116,7 @@ func startRecv(t *testing.T, args ...string) (*proc, string) {
 	}
 }
 
-func (p *proc) wait(t *testing.T) (exitCode int) {
+func (p *proc) wait(t testing.TB) (exitCode int) {
 	t.Helper()
 	select {
 	case <-p.done:

@@ -21,7 +21,7 @@ type qmp struct {
 	r *bufio.Reader
 }
 
-func dialQMP(t *testing.T, sock string) *qmp {
+func dialQMP(t testing.TB, sock string) *qmp {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -43,7 +43,7 @@ func dialQMP(t *testing.T, sock string) *qmp {
 }
 
 // do runs a command and returns its "return" value; events are skipped.
-func (q *qmp) do(t *testing.T, cmd string, args any) json.RawMessage {
+func (q *qmp) do(t testing.TB, cmd string, args any) json.RawMessage {
 	t.Helper()
 	msg := map[string]any{"execute": cmd}
 	if args != nil {
