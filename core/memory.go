@@ -83,7 +83,7 @@ func OpenImage(path, name string) (*Image, error) {
 		f.Close()
 		return nil, err
 	}
-	return mapImage(f, name, fi.Size(), unix.PROT_READ)
+	return mapImage(f, name, fi.Size(), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 }
 
 // CreateImage creates (or truncates) the file at path, sizes it to size
@@ -97,17 +97,17 @@ func CreateImage(path, name string, size int64) (*Image, error) {
 		f.Close()
 		return nil, err
 	}
-	return mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE)
+	return mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 }
 
-func mapImage(f *os.File, name string, size int64, prot int) (*Image, error) {
+func mapImage(f *os.File, name string, size int64, prot, flags int) (*Image, error) {
 	im := &Image{block: Block{Name: name}, file: f}
 	if size > 0 {
 		if size > int64(maxInt) {
 			f.Close()
 			return nil, fmt.Errorf("%s: %d bytes do not fit in memory", f.Name(), size)
 		}
-		data, err := unix.Mmap(int(f.Fd()), 0, int(size), prot, unix.MAP_SHARED)
+		data, err := unix.Mmap(int(f.Fd()), 0, int(size), prot, flags)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("map %s: %w", f.Name(), err)
