@@ -2,12 +2,12 @@ package main_test
 
 import (
 	"bufio"
-	"flag"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
