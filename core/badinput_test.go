@@ -679,8 +679,7 @@ var badCases = []badCase{
 		script: func(h *hostile, run *hostileRun) {
 			h.connect(0, 1)
 			h.send(0, dataPacket(0), syncPacket())
-			waitFor(h.t, "channel 0's SYNC", func() bool { return run.r.Stats().Syncs == 1 })
-			time.Sleep(200 * time.Millisecond) // from counting the SYNC to parking at it: a few instructions, but the machine may be busy
+			waitFor(h.t, "channel 0 parked at its SYNC", func() bool { return core.ParkedAtSync(run.r) == 1 })
 			h.hangUp(1)
 		},
 		want: core.ErrBadPacket, channel: 1, packet: 1, msg: "channel ended while 1 channels wait at SYNC 1"},
@@ -689,11 +688,9 @@ var badCases = []badCase{
 			h.connect(0, 1)
 			h.send(1, dataPacket(4096))
 			h.send(0, dataPacket(0), syncPacket())
-			waitFor(h.t, "channel 0's SYNC and channel 1's packet", func() bool {
-				st := run.r.Stats()
-				return st.Syncs == 1 && st.Packets == 2
+			waitFor(h.t, "channel 0 parked at its SYNC and channel 1's packet", func() bool {
+				return core.ParkedAtSync(run.r) == 1 && run.r.Stats().Packets == 2
 			})
-			time.Sleep(200 * time.Millisecond)
 			h.hangUp(1)
 		},
 		want: core.ErrBadPacket, channel: 1, packet: 2, msg: "channel ended while 1 channels wait at SYNC 1"},

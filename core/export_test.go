@@ -6,3 +6,18 @@ func SetSentHook(f func(ch int, offsets []uint64)) (restore func()) {
 	testHookSent = f
 	return func() { testHookSent = nil }
 }
+
+// ParkedAtSync reports how many channels of r's running transfer wait at
+// the SYNC barrier.
+func ParkedAtSync(r *Receiver) int {
+	r.mu.Lock()
+	chans := r.chans
+	r.mu.Unlock()
+	if len(chans) == 0 || chans[0] == nil {
+		return 0
+	}
+	b := &chans[0].t.bar
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.arrived
+}
