@@ -5,34 +5,12 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/qemuvectors"
 )
-
-// replay connects to addr once per captured stream, in the capture's
-// accept order, and writes each stream's bytes, all at once.
-func replay(t *testing.T, addr string, streams [][]byte) {
-	t.Helper()
-	var wg sync.WaitGroup
-	for _, b := range streams {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			c.SetWriteDeadline(time.Now().Add(time.Minute))
-			c.Write(b)
-		}()
-	}
-	wg.Wait()
-}
 
 // TestQEMU72Vectors rebuilds pc.ram from every migration captured from a
 // real QEMU 7.2 and checks every page against the source's final RAM.
@@ -77,13 +55,9 @@ func TestQEMUDialectInsisted(t *testing.T) {
 // replayCase runs a QEMUReceiver on loopback and replays the case into it.
 func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.QEMUReceiver, error) {
 	t.Helper()
-	var streams [][]byte
-	for _, s := range c.Streams {
-		b, err := c.Load(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		streams = append(streams, b)
+	streams, err := c.LoadAll()
+	if err != nil {
+		t.Fatal(err)
 	}
 	m, err := core.Methods.Lookup(c.Method)
 	if err != nil {
@@ -103,7 +77,9 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.Q
 		mem, err = q.Receive(ctx, ln)
 		done <- err
 	}()
-	replay(t, ln.Addr().String(), streams)
+	// A receiver that refuses the stream stops reading it: write errors
+	// are expected then, and its own error below is what the test checks.
+	qemuvectors.Replay(ln.Addr().String(), streams)
 	err = <-done
 	if err != nil {
 		return q, err

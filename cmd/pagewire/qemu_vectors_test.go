@@ -3,13 +3,10 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/pagewire/pagewire/internal/qemuvectors"
 )
@@ -33,32 +30,16 @@ func TestQEMURecvReplay(t *testing.T) {
 		}
 		for _, c := range cases {
 			t.Run(set.name+"/"+c.Name, func(t *testing.T) {
-				var streams [][]byte
-				for _, s := range c.Streams {
-					b, err := c.Load(s)
-					if err != nil {
-						t.Fatal(err)
-					}
-					streams = append(streams, b)
+				streams, err := c.LoadAll()
+				if err != nil {
+					t.Fatal(err)
 				}
 				out := filepath.Join(t.TempDir(), "out")
 				r, addr := startRecv(t, "qemu", "recv", "--listen", "tcp:127.0.0.1:0", "--out", out,
 					"--channels", fmt.Sprint(c.Channels), "--method", c.Method, "--json")
-				var wg sync.WaitGroup
-				for _, b := range streams {
-					conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp:"))
-					if err != nil {
-						t.Fatal(err)
-					}
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer conn.Close()
-						conn.SetWriteDeadline(time.Now().Add(time.Minute))
-						conn.Write(b)
-					}()
+				if err := qemuvectors.Replay(strings.TrimPrefix(addr, "tcp:"), streams); err != nil {
+					t.Error(err)
 				}
-				wg.Wait()
 				if code := r.wait(t); code != 0 {
 					t.Fatalf("qemu recv exited %d: %s", code, r.stderr)
 				}

@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -159,4 +162,45 @@ func (c *Case) Check(ram []byte) error {
 		return fmt.Errorf("%s: pc.ram sha256 %x, want %s", c.Name, sum, c.finalHash)
 	}
 	return nil
+}
+
+// LoadAll decompresses every stream of the case, in accept order.
+func (c *Case) LoadAll() ([][]byte, error) {
+	var out [][]byte
+	for _, s := range c.Streams {
+		b, err := c.Load(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Replay connects to the TCP address addr once per stream, in order, as
+// the source did, and writes every stream at once, each from its own
+// goroutine; it returns when all are written and closed (each write is
+// bounded by a minute).
+func Replay(addr string, streams [][]byte) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(streams))
+	for _, b := range streams {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			c.SetWriteDeadline(time.Now().Add(time.Minute))
+			if _, err := c.Write(b); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
