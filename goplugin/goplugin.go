@@ -6,8 +6,13 @@
 // version over a connection with mutual TLS (go-plugin's AutoMTLS), and
 // optionally its sha256 first (go-plugin's SecureConfig). The plugin
 // process lives until [Method.Close], which kills it; every NewSender and
-// NewReceiver opens one channel's Sender or Receiver inside that process,
-// and each packet is one RPC. A failure fails only that channel's Sender
+// NewReceiver opens one channel's Sender or Receiver inside that process.
+// On Linux each packet then travels on the data plane: the pages or
+// payload through a memory region shared with the plugin (a sealed
+// memfd), the call as one request and one response on a socket of the
+// channel's own; elsewhere, or with [Config.NoDataPlane], each packet is
+// one gRPC call carrying the bytes. Either way the plugin's answers are
+// checked before use. A failure fails only that channel's Sender
 // or Receiver, with an error naming the plugin and the channel; if the
 // plugin process dies, every call fails at once with [ErrPlugin], and the
 // engine stops the transfer on both ends. The Senders and Receivers must
@@ -67,6 +72,10 @@ type Config struct {
 	StartTimeout time.Duration
 	// CallTimeout bounds every call into the plugin; 0 is 10s.
 	CallTimeout time.Duration
+	// NoDataPlane sends every packet inside its gRPC message instead of
+	// through the data plane: a memory region shared with the plugin
+	// process and a socket per channel (Linux only; see sdk/goplugin).
+	NoDataPlane bool
 }
 
 // Method is a running plugin; it implements [sdk.Method].
@@ -76,6 +85,7 @@ type Method struct {
 	cfg     Config
 	client  *plugin.Client
 	conn    *sdkgp.Conn
+	plane   *plane // nil: packets in the messages
 	info    sdk.Info
 	version int
 	size    int64
@@ -120,11 +130,21 @@ func Load(path string, cfg Config) (*Method, error) {
 	}
 	log := newLogger(cfg.Log, name)
 	out := &lineWriter{log: func(line string) { cfg.Log.Info("plugin output", "plugin", name, "text", line) }}
+	cmd := exec.Command(path)
+	if !cfg.NoDataPlane {
+		if p, err := newPlane(); err != nil {
+			cfg.Log.Debug("no data plane: packets travel in the messages", "plugin", name, "err", err)
+		} else {
+			m.plane = p
+			cmd.ExtraFiles = []*os.File{p.child} // descriptor 3
+			cmd.Env = append(os.Environ(), sdkgp.PlaneEnv+"=3")
+		}
+	}
 	start := time.Now()
 	m.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdkgp.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: {sdkgp.PluginName: &sdkgp.Plugin{}}},
-		Cmd:              exec.Command(path),
+		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
@@ -143,9 +163,15 @@ func Load(path string, cfg Config) (*Method, error) {
 	defer func() {
 		if !ok {
 			m.client.Kill()
+			if m.plane != nil {
+				m.plane.close()
+			}
 		}
 	}()
 	rpc, err := m.client.Client()
+	if m.plane != nil {
+		m.plane.started()
+	}
 	if err != nil {
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, fmt.Errorf("%w: %s: sha256 %x, pinned %x: refusing to run it", ErrChecksum, name, m.sum, cfg.SHA256)
@@ -188,6 +214,9 @@ func (m *Method) Info() sdk.Info { return m.info }
 // called more than once.
 func (m *Method) Close() error {
 	m.client.Kill()
+	if m.plane != nil {
+		m.plane.close()
+	}
 	return nil
 }
 
@@ -248,7 +277,8 @@ type channel struct {
 	m    *Method
 	ch   int
 	h    uint64
-	max  int // largest payload
+	max  int        // largest payload
+	dp   *dataPlane // nil: packets in the messages
 	dead error
 }
 
@@ -259,13 +289,42 @@ func (m *Method) open(role, ch int, o sdk.Options) (*channel, error) {
 	if o.PacketPages == 0 {
 		o.PacketPages = 128
 	}
+	c := &channel{m: m, ch: ch, max: sdk.MaxPayload(o.PacketPages, o.PageSize)}
+	var token uint64
+	if m.plane != nil {
+		m.plane.mu.Lock() // the plugin takes the offers in order
+		defer m.plane.mu.Unlock()
+		dp, tok, err := m.plane.open(sdkgp.PlaneHalf(o.PacketPages, o.PageSize))
+		if err != nil {
+			m.cfg.Log.Debug("no data plane: packets travel in the messages", "plugin", m.name, "channel", ch, "err", err)
+		} else {
+			c.dp, token = dp, tok
+		}
+	}
 	ctx, cancel := m.callContext()
 	defer cancel()
-	h, err := m.conn.Open(ctx, role, ch, o)
+	h, onPlane, err := m.conn.Open(ctx, role, ch, o, token)
+	if c.dp != nil && (err != nil || !onPlane) {
+		c.dp.close()
+		c.dp = nil
+	}
 	if err != nil {
 		return nil, m.rpcError(ch, "open", err)
 	}
-	return &channel{m: m, ch: ch, h: h, max: sdk.MaxPayload(o.PacketPages, o.PageSize)}, nil
+	c.h = h
+	return c, nil
+}
+
+// OnDataPlane reports whether the packets of s, a Sender or Receiver of
+// a Method, bypass gRPC (see [Config.NoDataPlane]).
+func OnDataPlane(s any) bool {
+	switch c := s.(type) {
+	case *sender:
+		return c.dp != nil
+	case *receiver:
+		return c.dp != nil
+	}
+	return false
 }
 
 // NewSender implements [sdk.Method]: channel ch's sender in the plugin.
@@ -299,6 +358,9 @@ func (c *channel) fail(op string, err error) error {
 }
 
 func (c *channel) close() error {
+	if c.dp != nil {
+		defer func() { c.dp.close(); c.dp = nil }()
+	}
 	if c.dead != nil {
 		return nil // closed already, or its error was reported
 	}
@@ -319,6 +381,9 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	c := (*channel)(s)
 	if c.dead != nil {
 		return dst, c.dead
+	}
+	if c.dp != nil {
+		return c.prepareOnPlane(p, dst)
 	}
 	ctx, cancel := c.m.callContext()
 	out, err := c.m.conn.Prepare(ctx, c.h, p.Seq, p.Pages, dst)
@@ -346,6 +411,9 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	}
 	if len(payload) > c.max {
 		return fmt.Errorf("%w: %s, channel %d: payload of %d bytes, at most %d", sdk.ErrCorrupt, c.m.name, c.ch, len(payload), c.max)
+	}
+	if c.dp != nil {
+		return c.recvOnPlane(p, payload)
 	}
 	ctx, cancel := c.m.callContext()
 	err := c.m.conn.Recv(ctx, c.h, p.Seq, payload, p.Pages)

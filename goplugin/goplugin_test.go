@@ -20,16 +20,48 @@ import (
 	"github.com/pagewire/pagewire/wasm"
 )
 
-// TestConformance runs the conformance kit against every go-plugin build.
+// paths are the two ways packets travel to a plugin: on the data plane
+// (the default on Linux) and inside the gRPC messages.
+var paths = []struct {
+	name string
+	cfg  goplugin.Config
+}{{"plane", goplugin.Config{}}, {"messages", goplugin.Config{NoDataPlane: true}}}
+
+// TestConformance runs the conformance kit against every go-plugin build,
+// both data paths.
 func TestConformance(t *testing.T) {
-	for _, name := range []string{"nocomp", "zlib", "zstd", "lz4", "rle"} {
-		t.Run(name, func(t *testing.T) {
-			m := load(t, name, goplugin.Config{})
-			if m.Info().Name != name {
-				t.Fatalf("info: %+v", m.Info())
-			}
-			plugintest.Run(t, m)
-		})
+	for _, path := range paths {
+		for _, name := range []string{"nocomp", "zlib", "zstd", "lz4", "rle"} {
+			t.Run(path.name+"/"+name, func(t *testing.T) {
+				m := load(t, name, path.cfg)
+				if m.Info().Name != name {
+					t.Fatalf("info: %+v", m.Info())
+				}
+				plugintest.Run(t, m)
+			})
+		}
+	}
+}
+
+// TestDataPlane: on Linux the default path is the data plane, and
+// NoDataPlane turns it off, for senders and receivers alike.
+func TestDataPlane(t *testing.T) {
+	for _, path := range paths {
+		m := load(t, "zstd", path.cfg)
+		s, err := m.NewSender(0, sdk.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := m.NewReceiver(0, sdk.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := path.name == "plane"
+		if goplugin.OnDataPlane(s) != want || goplugin.OnDataPlane(r) != want {
+			t.Errorf("%s: sender shared %v, receiver shared %v", path.name, goplugin.OnDataPlane(s), goplugin.OnDataPlane(r))
+		}
+		s.Close()
+		r.Close()
 	}
 }
 
@@ -227,7 +259,13 @@ func accept(t *testing.T, m sdk.Method, pkts [][][]byte, pls [][]byte) {
 // as the built-in zstd and the .wasm zstd, and each receiver accepts the
 // others' payloads.
 func TestWireCompat(t *testing.T) {
-	gp := load(t, "zstd", goplugin.Config{})
+	for _, path := range paths {
+		t.Run(path.name, func(t *testing.T) { testWireCompat(t, path.cfg) })
+	}
+}
+
+func testWireCompat(t *testing.T, cfg goplugin.Config) {
+	gp := load(t, "zstd", cfg)
 	builtin := zstd.New()
 	wm, err := wasm.Load(context.Background(), wasms["zstd"], wasm.Config{CacheDir: "-"})
 	if err != nil {

@@ -13,10 +13,15 @@
 //
 // The host (package github.com/pagewire/pagewire/goplugin) starts the
 // binary, checks the handshake cookie and negotiates [ProtocolVersion],
-// sets up mTLS (go-plugin's AutoMTLS), and then calls one RPC per packet.
-// Every Open creates one Sender or Receiver inside the plugin process, so
-// a channel's stream state lives there for the whole transfer; calls on
-// one channel are sequential. The messages are hand-written (no
+// sets up mTLS (go-plugin's AutoMTLS). Every Open creates one Sender or
+// Receiver inside the plugin process, so a channel's stream state lives
+// there for the whole transfer; calls on one channel are sequential.
+// On Linux a packet's bytes then bypass gRPC: the host shares a memory
+// region with each channel (a sealed memfd) and makes each call one
+// request and one response on a socket of the channel's own, both passed
+// to the plugin over a socket it inherits (the data plane, see msg in
+// protocol.go and plane.go). Without it, one RPC per packet carries the
+// bytes. The messages are hand-written (no
 // protobuf): see msg in protocol.go. Errors cross as gRPC status codes,
 // [sdk.ErrCorrupt] as codes.DataLoss.
 //

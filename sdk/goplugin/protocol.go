@@ -61,10 +61,22 @@ const service = "pagewire.goplugin.v1.Method"
 // the end of the message.
 //
 //	Info     -> {a: protocol version, b: flag, c: raw, s: name}
-//	Open     {a: role, b: channel, c: level (int64), d: page size, e: pages per packet} -> {a: handle}
+//	Open     {a: role, b: channel, c: level (int64), d: page size, e: pages per packet,
+//	          f: plane token or 0, s: ""} -> {a: handle, b: 1 if on the data plane}
 //	Prepare  {a: handle, b: seq, data: pages} -> {data: payload}
 //	Recv     {a: handle, b: seq, c: npages, data: payload} -> {data: pages}
 //	Close    {a: handle} -> {}
+//
+// The data plane (Linux): a host that started the plugin with a
+// SOCK_SEQPACKET socket as descriptor $PAGEWIRE_PLUGIN_PLANE_FD sends,
+// before each Open with a token, one message on it: the token (u64
+// little-endian) with two descriptors, a memfd of two halves (the
+// region; its size is 2*half) and one end of a new SOCK_SEQPACKET pair.
+// If Open answers b = 1, that channel's packets bypass gRPC: the pages or
+// payload go in the first half of the region, the answer comes back in
+// the second, and each call is one request and one response on the
+// channel's socket (see plane.go). Otherwise they travel in the Prepare
+// and Recv messages above.
 type msg struct {
 	a, b, c, d, e, f uint64
 	s                string
@@ -289,13 +301,16 @@ func (c *Conn) Info(ctx context.Context) (version int, info sdk.Info, err error)
 
 // Open sets up channel ch's sender (role [RoleSend]) or receiver
 // ([RoleRecv]) in the plugin and returns its handle.
-func (c *Conn) Open(ctx context.Context, role, ch int, o sdk.Options) (uint64, error) {
+//
+// A token other than 0 names the data-plane message the host sent just
+// before (see msg); onPlane reports whether the plugin took it.
+func (c *Conn) Open(ctx context.Context, role, ch int, o sdk.Options, token uint64) (h uint64, onPlane bool, err error) {
 	var out msg
-	in := msg{a: uint64(role), b: uint64(ch), c: uint64(int64(o.Level)), d: uint64(o.PageSize), e: uint64(o.PacketPages)}
+	in := msg{a: uint64(role), b: uint64(ch), c: uint64(int64(o.Level)), d: uint64(o.PageSize), e: uint64(o.PacketPages), f: token}
 	if err := c.invoke(ctx, "Open", &in, &out); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return out.a, nil
+	return out.a, out.b == 1, nil
 }
 
 // Prepare sends the pages and appends the payload to dst.

@@ -3,6 +3,8 @@ package goplugin
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -50,7 +52,10 @@ func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage),
 		// Whole packets in flight: no flow-control stalls at 64 KiB.
 		grpc.InitialWindowSize(Window), grpc.InitialConnWindowSize(Window),
-		grpc.WriteBufferSize(256<<10), grpc.ReadBufferSize(256<<10))...)
+		grpc.WriteBufferSize(256<<10), grpc.ReadBufferSize(256<<10),
+		// Handlers on long-lived goroutines: a goroutine per call starts
+		// with a small stack and grows it for every packet.
+		grpc.NumStreamWorkers(4))...)
 }
 
 // hclogKeys renames slog's JSON keys to go-plugin's (hclog's), so the host
@@ -91,6 +96,12 @@ type channel struct {
 	rcv    sdk.Receiver
 	out    []byte // payload (sender) or pages (receiver) of the last call
 	packet sdk.Packet
+
+	// The data plane, if the host set one up (see msg): the region
+	// (in, then out, half bytes each) and the channel's socket.
+	shm  []byte
+	half int
+	conn io.Closer
 }
 
 type methodServer struct {
@@ -155,16 +166,27 @@ func (s *methodServer) open(_ context.Context, in *msg) (out *msg, err error) {
 	}
 	c := &channel{ch: ch, opts: sdk.Options{Level: level, PageSize: ps, PacketPages: pp}}
 	c.packet.Pages = make([][]byte, 0, pp)
+	onPlane := uint64(0)
+	if p := getPlane(); in.f != 0 && p != nil {
+		if err := c.attach(p, in.f, PlaneHalf(pp, ps)); err != nil {
+			slog.Debug("packets travel in the messages", "channel", ch, "err", err)
+		} else {
+			onPlane = 1
+		}
+	}
 	switch in.a {
 	case RoleSend:
 		c.snd, err = s.m.NewSender(ch, c.opts)
 	case RoleRecv:
 		c.rcv, err = s.m.NewReceiver(ch, c.opts)
-		c.out = make([]byte, ps*pp)
+		if onPlane == 0 {
+			c.out = make([]byte, ps*pp)
+		}
 	default:
-		return nil, status.Errorf(codes.InvalidArgument, "open: role %d", in.a)
+		err = fmt.Errorf("open: role %d", in.a)
 	}
 	if err != nil {
+		c.detach()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	s.mu.Lock()
@@ -172,7 +194,14 @@ func (s *methodServer) open(_ context.Context, in *msg) (out *msg, err error) {
 	h := s.next
 	s.chans[h] = c
 	s.mu.Unlock()
-	return &msg{a: h}, nil
+	return &msg{a: h, b: onPlane}, nil
+}
+
+// PlaneHalf is the size of each half of a channel's data-plane region:
+// room for a packet's pages and for its largest payload, in whole pages.
+func PlaneHalf(pp, ps int) int {
+	n := max(sdk.MaxPayload(pp, ps), pp*ps)
+	return (n + 4095) &^ 4095
 }
 
 func (s *methodServer) channel(h uint64) (*channel, error) {
@@ -266,6 +295,7 @@ func (s *methodServer) close(_ context.Context, in *msg) (out *msg, err error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.detach()
 	if c.snd != nil {
 		err = c.snd.Close()
 	} else {

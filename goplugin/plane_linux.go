@@ -1,0 +1,262 @@
+package goplugin
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewire/pagewire/sdk"
+	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
+)
+
+// plane is the host's end of a plugin's data plane (see sdk/goplugin): a
+// SOCK_SEQPACKET socket the plugin inherits, on which every Open first
+// sends the channel's region and socket.
+type plane struct {
+	mu    sync.Mutex // held from sending a channel's descriptors to its Open's answer
+	ctl   *net.UnixConn
+	child *os.File // the plugin's end, until it has started
+	next  uint64
+}
+
+func newPlane() (*plane, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ctl := unixConn(fds[0])
+	if ctl == nil {
+		unix.Close(fds[1])
+		return nil, errors.New("data plane: no unix socket")
+	}
+	return &plane{ctl: ctl, child: os.NewFile(uintptr(fds[1]), "pagewire-plane")}, nil
+}
+
+// unixConn turns a socket descriptor into a *net.UnixConn (taking it).
+func unixConn(fd int) *net.UnixConn {
+	f := os.NewFile(uintptr(fd), "pagewire-plane")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil
+	}
+	return uc
+}
+
+// started closes the plugin's end in this process.
+func (p *plane) started() {
+	if p.child != nil {
+		p.child.Close()
+		p.child = nil
+	}
+}
+
+func (p *plane) close() {
+	p.started()
+	p.ctl.Close()
+}
+
+// offer sends a new channel's region and socket (p.mu held) and returns
+// the token that Open names them by, and the host's end of the socket.
+func (p *plane) offer(reg *region) (uint64, *net.UnixConn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer unix.Close(fds[1])
+	conn := unixConn(fds[0])
+	if conn == nil {
+		return 0, nil, errors.New("data plane: no unix socket")
+	}
+	p.next++
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], p.next)
+	p.ctl.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, _, err := p.ctl.WriteMsgUnix(b[:], unix.UnixRights(reg.fd, fds[1]), nil); err != nil {
+		conn.Close()
+		return 0, nil, fmt.Errorf("data plane: %w", err)
+	}
+	return p.next, conn, nil
+}
+
+// region is one channel's shared memory with its plugin process: two
+// halves of half bytes, in (what the host gives the plugin: pages to
+// compress, or a payload to decode) and out (what the plugin answers).
+// It is a memfd sealed against shrinking and growing, so the plugin can
+// neither take pages away under the host's mapping (SIGBUS) nor make it
+// bigger.
+type region struct {
+	mem  []byte
+	half int
+	fd   int
+}
+
+// newRegion creates a region; the caller closes its fd (release) once
+// it is sent, and unmaps it (free) when the channel ends.
+func newRegion(half int) (*region, error) {
+	fd, err := unix.MemfdCreate("pagewire-plugin", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.Ftruncate(fd, int64(2*half)); err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		return nil, fmt.Errorf("memfd seals: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mmap: %w", err)
+	}
+	ok = true
+	return &region{mem: mem, half: half, fd: fd}, nil
+}
+
+func (r *region) in() []byte  { return r.mem[:r.half:r.half] }
+func (r *region) out() []byte { return r.mem[r.half : 2*r.half : 2*r.half] }
+
+// release closes the memfd; the mappings stay.
+func (r *region) release() {
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+func (r *region) free() {
+	r.release()
+	if r.mem != nil {
+		unix.Munmap(r.mem)
+		r.mem = nil
+	}
+}
+
+// dataPlane is one channel's region and socket.
+type dataPlane struct {
+	reg  *region
+	conn *net.UnixConn
+	req  [sdkgp.PlaneRequestSize]byte
+	resp [sdkgp.PlaneResponseSize + sdkgp.PlaneMaxText + 1]byte
+}
+
+// open creates a channel's data plane and offers it (p.mu held).
+func (p *plane) open(half int) (*dataPlane, uint64, error) {
+	reg, err := newRegion(half)
+	if err != nil {
+		return nil, 0, err
+	}
+	tok, conn, err := p.offer(reg)
+	reg.release() // sent, or never will be
+	if err != nil {
+		reg.free()
+		return nil, 0, err
+	}
+	return &dataPlane{reg: reg, conn: conn}, tok, nil
+}
+
+func (d *dataPlane) close() {
+	d.conn.Close()
+	d.reg.free()
+}
+
+// call makes one request on c's data plane and returns the response's
+// length, unchecked.
+func (c *channel) call(op uint32, npages int, seq uint64, plen int) (uint64, error) {
+	d, name := c.dp, "prepare"
+	if op == sdkgp.PlaneRecv {
+		name = "recv"
+	}
+	d.conn.SetDeadline(time.Now().Add(c.m.cfg.CallTimeout))
+	sdkgp.PutPlaneRequest(d.req[:], op, npages, seq, plen)
+	if _, err := d.conn.Write(d.req[:]); err != nil {
+		return 0, c.planeFail(name, err)
+	}
+	k, err := d.conn.Read(d.resp[:])
+	if err != nil {
+		return 0, c.planeFail(name, err)
+	}
+	code, n, text, err := sdkgp.PlaneResponse(d.resp[:k])
+	if err != nil {
+		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %v", ErrPlugin, c.m.name, c.ch, name, err)
+		return 0, c.dead
+	}
+	switch code {
+	case sdkgp.PlaneCorrupt:
+		return 0, fmt.Errorf("%w: %s, channel %d: %s", sdk.ErrCorrupt, c.m.name, c.ch, text)
+	case sdkgp.PlaneFailed:
+		return 0, fmt.Errorf("%w: %s, channel %d: %s: %s", ErrPlugin, c.m.name, c.ch, name, text)
+	}
+	return n, nil
+}
+
+// planeFail maps a data-plane socket error; the channel is dead after it.
+func (c *channel) planeFail(op string, err error) error {
+	where := fmt.Sprintf("%s, channel %d", c.m.name, c.ch)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.dead = fmt.Errorf("%w: %s: %s: no answer within %v", ErrPlugin, where, op, c.m.cfg.CallTimeout)
+	case c.m.client.Exited():
+		c.dead = fmt.Errorf("%w: %s: %s: the plugin process exited", ErrPlugin, where, op)
+	default:
+		c.dead = fmt.Errorf("%w: %s: %s: connection to the plugin lost: %v", ErrPlugin, where, op, err)
+	}
+	return c.dead
+}
+
+// prepareOnPlane copies the pages into the region and the plugin's
+// payload out of it: the plugin can change the region at any time, so
+// the payload is copied once, after its length is checked.
+func (c *channel) prepareOnPlane(p *sdk.Packet, dst []byte) ([]byte, error) {
+	in, off := c.dp.reg.in(), 0
+	for _, pg := range p.Pages {
+		if len(pg) > len(in)-off {
+			return dst, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))
+		}
+		off += copy(in[off:], pg)
+	}
+	n, err := c.call(sdkgp.PlanePrepare, len(p.Pages), p.Seq, 0)
+	if err != nil {
+		return dst, err
+	}
+	if n > uint64(c.max) {
+		return dst, fmt.Errorf("%w: %s, channel %d: payload of %d bytes, at most %d", ErrPlugin, c.m.name, c.ch, n, c.max)
+	}
+	return append(dst, c.dp.reg.out()[:n]...), nil
+}
+
+// recvOnPlane: len(payload) <= c.max <= half, checked by Recv.
+func (c *channel) recvOnPlane(p *sdk.Packet, payload []byte) error {
+	out := c.dp.reg.out()
+	total := 0
+	for _, pg := range p.Pages {
+		total += len(pg)
+	}
+	if total > len(out) {
+		return fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(out))
+	}
+	copy(c.dp.reg.in(), payload)
+	if _, err := c.call(sdkgp.PlaneRecv, len(p.Pages), p.Seq, len(payload)); err != nil {
+		return err
+	}
+	for _, pg := range p.Pages {
+		out = out[copy(pg, out):]
+	}
+	return nil
+}

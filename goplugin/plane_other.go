@@ -1,0 +1,32 @@
+//go:build !linux
+
+package goplugin
+
+import (
+	"errors"
+	"os"
+	"sync"
+
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// The data plane is Linux only (memfd, SOCK_SEQPACKET): elsewhere every
+// packet travels in its RPC message.
+type plane struct {
+	mu    sync.Mutex
+	child *os.File
+}
+
+type dataPlane struct{}
+
+func newPlane() (*plane, error) { return nil, errors.New("data plane: Linux only") }
+
+func (p *plane) started() {}
+func (p *plane) close()   {}
+func (p *plane) open(int) (*dataPlane, uint64, error) {
+	return nil, 0, errors.New("data plane: Linux only")
+}
+func (d *dataPlane) close() {}
+
+func (c *channel) prepareOnPlane(*sdk.Packet, []byte) ([]byte, error) { panic("no data plane") }
+func (c *channel) recvOnPlane(*sdk.Packet, []byte) error              { panic("no data plane") }

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package goplugin
+
+import "errors"
+
+type plane struct{}
+
+func getPlane() *plane { return nil }
+
+func (c *channel) attach(*plane, uint64, int) error {
+	return errors.New("data plane: Linux only")
+}
+
+func (c *channel) detach() {}
