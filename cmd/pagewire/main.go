@@ -33,7 +33,7 @@ Addresses are written tcp:HOST:PORT or unix:PATH.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath())}
 	})
-	root.AddCommand(sendCmd(), recvCmd(), demoCmd(), methodsCmd(), qemuCmd(), pluginCmd())
+	root.AddCommand(sendCmd(), recvCmd(), demoCmd(), methodsCmd(), qemuCmd(), pluginCmd(), certsCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "pagewire: %v\n", err)
 		var ue usageError

@@ -15,6 +15,7 @@ import (
 func recvCmd() *cobra.Command {
 	var (
 		c      common
+		l      link
 		listen string
 		out    string
 	)
@@ -65,8 +66,13 @@ otherwise the receiver follows the sender.`,
 				total.Store(int64(blocks[0].Size))
 				return im, nil
 			}
-			ln, err := channels.Listen(listen)
+			raw, err := channels.Listen(listen)
 			if err != nil {
+				return err
+			}
+			ln, err := l.listener(raw)
+			if err != nil {
+				raw.Close()
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
@@ -97,6 +103,7 @@ otherwise the receiver follows the sender.`,
 		},
 	}
 	c.register(cmd)
+	l.register(cmd, false, false)
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the received image to (required)")
 	return cmd

@@ -17,6 +17,7 @@ import (
 func sendCmd() *cobra.Command {
 	var (
 		c       common
+		l       link
 		to      string
 		block   string
 		dialect string
@@ -41,6 +42,9 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			d, err := channels.NewDialer(to)
 			if err != nil {
 				return usageError{err}
+			}
+			if d, err = l.dialer(d, to); err != nil {
+				return err
 			}
 			mem, closeImage, err := loadImage(args[0], block)
 			if err != nil {
@@ -81,6 +85,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 		},
 	}
 	c.register(cmd)
+	l.register(cmd, false, true)
 	cmd.Flags().StringVar(&to, "to", "", "receiver address, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&block, "block", "pc.ram", "name of the RAM block the image is")
 	cmd.Flags().StringVar(&dialect, "dialect", "10.0", "multifd dialect: 10.0 (zero pages as offsets in packets) or 7.2 (zero pages on the control channel)")

@@ -1,0 +1,162 @@
+package channels
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// TLSFiles names the PEM files of mutual TLS: this end's certificate and
+// key, and the CA that signs the peer's certificate. Both ends present a
+// certificate and check the other's against CA; only TLS 1.3 is spoken.
+type TLSFiles struct {
+	Cert, Key, CA string
+}
+
+// ErrTLS reports TLS files that cannot be used.
+var ErrTLS = errors.New("tls")
+
+func (f TLSFiles) load() (tls.Certificate, *x509.CertPool, error) {
+	if f.Cert == "" || f.Key == "" || f.CA == "" {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: need a certificate, its key and a CA (--tls-cert, --tls-key, --tls-ca), or --insecure", ErrTLS)
+	}
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s, %s: %v", ErrTLS, f.Cert, f.Key, err)
+	}
+	pem, err := os.ReadFile(f.CA)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %v", ErrTLS, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s holds no PEM certificate", ErrTLS, f.CA)
+	}
+	return cert, pool, nil
+}
+
+// ServerTLS is the configuration of a listening end: it requires a
+// client certificate signed by the CA.
+func ServerTLS(f TLSFiles) (*tls.Config, error) {
+	cert, pool, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+// ClientTLS is the configuration of a dialing end: it checks the
+// listener's certificate against the CA (the certificate must name the
+// host dialed, by DNS name or IP address).
+func ClientTLS(f TLSFiles) (*tls.Config, error) {
+	cert, pool, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+// tlsAccepted is the byte a listener writes after a handshake whose
+// client certificate it accepted.
+const tlsAccepted = 0x01
+
+// TLSListener wraps ln: every accepted stream completes a TLS handshake
+// before Accept returns it, so a peer with a bad certificate is an error
+// at once (the stream is closed) rather than at its first read. A
+// handshake that fails is returned as Accept's error, wrapping ErrTLS;
+// it does not close the listener.
+func TLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
+	return &tlsListener{Listener: ln, cfg: cfg}
+}
+
+type tlsListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Server(c, l.cfg)
+	err = tc.Handshake()
+	if err == nil {
+		// TLS 1.3 ends the handshake before the server has judged the
+		// client's certificate; this byte tells the client it passed
+		// (see tlsDialer.Dial).
+		_, err = tc.Write([]byte{tlsAccepted})
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrTLS, c.RemoteAddr(), err)
+	}
+	return tc, nil
+}
+
+// TLSDialer wraps d, which dials addr: every stream completes a TLS
+// handshake, and learns that the listener accepted its certificate,
+// before Dial returns it.
+func TLSDialer(d Dialer, addr string, cfg *tls.Config) (Dialer, error) {
+	if cfg.ServerName == "" {
+		_, address, err := Parse(addr)
+		if err != nil {
+			return nil, err
+		}
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			host = address // a unix socket: the certificate names its path
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	return tlsDialer{d: d, cfg: cfg}, nil
+}
+
+type tlsDialer struct {
+	d   Dialer
+	cfg *tls.Config
+}
+
+func (t tlsDialer) Dial(ctx context.Context) (net.Conn, error) {
+	c, err := t.d.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, t.cfg)
+	err = tc.HandshakeContext(ctx)
+	if err == nil {
+		// Wait for the listener's verdict on our certificate: its
+		// refusal arrives as an alert instead of the byte.
+		if dl, ok := ctx.Deadline(); ok {
+			tc.SetReadDeadline(dl)
+		} else {
+			tc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		}
+		var b [1]byte
+		if _, err = io.ReadFull(tc, b[:]); err == nil && b[0] != tlsAccepted {
+			err = fmt.Errorf("listener answered %#x, not a pagewire TLS listener", b[0])
+		}
+		tc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrTLS, c.RemoteAddr(), err)
+	}
+	return tc, nil
+}
