@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -34,7 +35,28 @@ Addresses are written tcp:HOST:PORT or unix:PATH.`,
 		return usageError{fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath())}
 	})
 	root.AddCommand(sendCmd(), recvCmd(), demoCmd(), methodsCmd(), qemuCmd(), pluginCmd(), certsCmd())
-	if err := root.ExecuteContext(ctx); err != nil {
+	var (
+		profile string
+		pf      *os.File
+	)
+	root.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the command to FILE")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if profile == "" {
+			return nil
+		}
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		pf = f
+		return pprof.StartCPUProfile(f)
+	}
+	err := root.ExecuteContext(ctx)
+	if pf != nil {
+		pprof.StopCPUProfile()
+		pf.Close()
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "pagewire: %v\n", err)
 		var ue usageError
 		if errors.As(err, &ue) {
