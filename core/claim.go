@@ -14,7 +14,8 @@ import "sync/atomic"
 type dstBlock struct {
 	data    []byte
 	claimed []atomic.Uint64
-	shift   uint // log2 of the page size
+	fwd     []atomic.Uint64 // pages written since the last OnSync, if tracked
+	shift   uint            // log2 of the page size
 }
 
 func newDstBlock(data []byte, pageSize int) *dstBlock {

@@ -59,6 +59,10 @@ type ReceiverConfig struct {
 	// channel goroutines, possibly concurrently, and must not keep blob.
 	// Nil discards blobs.
 	OnDeviceState func(idstr string, instance uint32, blob []byte) error
+	// OnSync, when not nil, runs at every sync point while all channels
+	// wait there (see [SyncPoint]); an error fails the transfer. It
+	// blocks the whole transfer while it runs.
+	OnSync func(*SyncPoint) error
 	// MaxDeviceState bounds one blob; 0 is 256 MiB.
 	MaxDeviceState int
 	// Timeout bounds every single read once the transfer runs; 0 means no

@@ -33,6 +33,11 @@ type QEMUConfig struct {
 	OnDeviceState func(idstr string, instance uint32, blob []byte) error
 	// Main, when not nil, receives every byte of the main channel.
 	Main io.Writer
+	// OnSync, when not nil, runs at every sync point while the main
+	// stream and all channels wait there; its SyncPoint's Main holds the
+	// main stream up to the marker (see [SyncPoint]). After Receive the
+	// rest of the stream is [QEMUReceiver.MainTail].
+	OnSync func(*SyncPoint) error
 	// HandshakeTimeout bounds the wait for the main channel and every
 	// multifd channel; 0 is 30s.
 	HandshakeTimeout time.Duration
@@ -68,6 +73,21 @@ type QEMUReceiver struct {
 	mu   sync.Mutex
 	qf   *qemuFile
 	done bool // the parser has returned; its plain fields may be read
+
+	pend     bytes.Buffer // main stream bytes since the last sync point (OnSync)
+	consumed int          // of pend, once Receive has returned
+}
+
+// MainTail is, with an OnSync hook, the main stream after the last sync
+// point (the device state and the end of the stream), once Receive has
+// returned without error.
+func (q *QEMUReceiver) MainTail() []byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.done {
+		return nil
+	}
+	return q.pend.Bytes()[:max(q.consumed, 0)]
 }
 
 // NewQEMUReceiver returns a receiver for one QEMU migration.
@@ -111,7 +131,7 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	if q.cfg.Channels < 1 || q.cfg.Channels > wire.MaxChannels {
 		return nil, fmt.Errorf("qemu: %d multifd channels, want 1..%d", q.cfg.Channels, wire.MaxChannels)
 	}
-	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true}
+	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true, onSync: q.cfg.OnSync}
 	var wg sync.WaitGroup
 	defer t.begin(ctx, &wg)()
 
@@ -126,7 +146,20 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	if q.cfg.Main != nil {
 		in = io.TeeReader(in, q.cfg.Main)
 	}
+	if q.cfg.OnSync != nil {
+		in = io.TeeReader(in, &q.pend)
+	}
 	qf := &qemuFile{r: bufio.NewReaderSize(in, 64<<10), sink: sink}
+	var last int // bytes of pend the hook saw last
+	if q.cfg.OnSync != nil {
+		// The parser is parked at a marker: what it consumed since the
+		// last one is what was read minus what bufio holds ahead.
+		t.mainChunk = func() []byte {
+			q.pend.Next(last)
+			last = q.pend.Len() - qf.r.Buffered()
+			return q.pend.Bytes()[:last]
+		}
+	}
 	if q.cfg.Dialect != "" {
 		qf.dialect.Store(q.cfg.Dialect)
 	}
@@ -138,6 +171,11 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 		err = fmt.Errorf("%w: no RAM in the stream", ErrBadStream)
 	}
 	q.mu.Lock()
+	if err == nil && q.cfg.OnSync != nil {
+		// The main stream has ended: no sync point can follow.
+		q.pend.Next(last)
+		q.consumed = q.pend.Len() - qf.r.Buffered()
+	}
 	q.done = true
 	q.mu.Unlock()
 	if err != nil {
@@ -192,7 +230,7 @@ func (q *QEMUReceiver) handshake(t *transfer, wg *sync.WaitGroup) error {
 	}
 	t.method, t.info = q.cfg.Method, info
 	t.chans = make([]*recvChan, q.cfg.Channels)
-	t.bar.init(q.cfg.Channels+1, t.resetClaims) // the main channel's EOS is the last arrival
+	t.bar.init(q.cfg.Channels+1, t.syncPoint) // the main channel's EOS is the last arrival
 	timer := time.NewTimer(t.cfg.HandshakeTimeout)
 	defer timer.Stop()
 	got := 0
@@ -253,6 +291,9 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(data), in.Size)
 		}
 		t.blocks[in.Name] = newDstBlock(data, DefaultPageSize)
+		if t.onSync != nil {
+			t.blocks[in.Name].track()
+		}
 	}
 	for _, c := range t.chans {
 		s.wg.Add(1)

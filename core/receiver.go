@@ -66,6 +66,10 @@ type transfer struct {
 	// control channel, and QEMU 7.2's packet quirks.
 	qemu bool
 	main net.Conn
+
+	// onSync is the OnSync hook, and mainChunk (QEMU) what its Main is.
+	onSync    func(*SyncPoint) error
+	mainChunk func() []byte
 }
 
 type recvChan struct {
@@ -102,7 +106,7 @@ type arrival struct {
 // or the transfer failed; it returns only after every goroutine it
 // started has returned and every connection is closed.
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
-	t := &transfer{r: r, cfg: &r.cfg, ln: ln}
+	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync}
 	var wg sync.WaitGroup
 	defer t.begin(ctx, &wg)()
 
@@ -397,6 +401,9 @@ func (t *transfer) setup() error {
 			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
 		t.blocks[b.Name] = newDstBlock(data, h.PageSize)
+		if t.onSync != nil {
+			t.blocks[b.Name].track()
+		}
 	}
 	t.mem = mem
 	t.chans = make([]*recvChan, h.Channels)
@@ -404,7 +411,7 @@ func (t *transfer) setup() error {
 	if h.ZeroOnControl {
 		members++ // the control channel's zero pages are ordered by the syncs too
 	}
-	t.bar.init(members, t.resetClaims)
+	t.bar.init(members, t.syncPoint)
 	return nil
 }
 
@@ -504,6 +511,21 @@ func (t *transfer) maxPayload() int {
 	return sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize)
 }
 
+// syncPoint runs when every member has reached a sync point and waits
+// there: the OnSync hook, then a new interval.
+func (t *transfer) syncPoint() {
+	if t.onSync != nil {
+		p := &SyncPoint{N: t.bar.passed.Load() + 1, t: t}
+		if t.mainChunk != nil {
+			p.main = t.mainChunk()
+		}
+		if err := t.onSync(p); err != nil {
+			t.fail(fmt.Errorf("sync point %d: %w", p.N, err))
+		}
+	}
+	t.resetClaims()
+}
+
 // resetClaims starts a new sync interval: every page may be written again.
 func (t *transfer) resetClaims() {
 	for _, b := range t.blocks {
@@ -534,6 +556,7 @@ func (t *transfer) zeroPages(body []byte) error {
 		if pg := blk.data[off : off+ps]; blk.claim(off) && !IsZero(pg) {
 			clear(pg)
 		}
+		blk.mark(off)
 	}
 	t.r.ctlZero.Add(uint64(n))
 	return nil
@@ -707,6 +730,11 @@ func (c *recvChan) ram() error {
 		for _, off := range rh.Offsets[normal:] {
 			if pg := data[off : off+uint64(ps)]; blk.claim(off) && !IsZero(pg) {
 				clear(pg)
+			}
+		}
+		if blk.fwd != nil {
+			for _, off := range rh.Offsets {
+				blk.mark(off)
 			}
 		}
 		if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {

@@ -47,6 +47,12 @@ type Sender struct {
 
 	zeroOnControl bool          // QEMU 7.2 dialect
 	ctlBytes      atomic.Uint64 // control channel bytes sent after hello
+
+	// qemu is set for a QEMU destination (NewQEMUSender): ctl is the
+	// main channel, written by the caller; zeroAsNormal sends zero pages
+	// as normal ones, for QEMU 7.2, whose packets cannot carry them.
+	qemu         bool
+	zeroAsNormal bool
 }
 
 type srcBlock struct {
@@ -101,6 +107,26 @@ type sendChan struct {
 // channel, has the receiver accept the parameters, then connects the
 // multifd channels. Cancelling ctx fails the transfer at any time.
 func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
+	return newSender(ctx, d, mem, cfg, false)
+}
+
+// NewQEMUSender opens a migration to a real QEMU destination at d (QEMU
+// run with -incoming, the multifd capability, cfg.Channels
+// multifd-channels and the multifd-compression of cfg.Method): it
+// connects the main channel first, as QEMU 7.2 requires, then the
+// multifd channels with their handshakes (uuid cfg.UUID). cfg.Dialect is
+// the destination's QEMU (zero pages travel as normal pages to 7.2).
+// The caller writes the main stream with WriteMain, and must place a
+// Sync (a SYNC on every channel) before each sync marker of it; Close
+// sends no SYNC of its own and closes every channel, the main one last.
+func NewQEMUSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
+	if cfg.Dialect == "" {
+		return nil, fmt.Errorf("qemu sender: the destination's dialect (%s or %s) is required", Dialect72, Dialect10)
+	}
+	return newSender(ctx, d, mem, cfg, true)
+}
+
+func newSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig, qemu bool) (*Sender, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -112,7 +138,8 @@ func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 		ready:  make(chan struct{}, cfg.Channels),
 		done:   make(chan struct{}),
 	}
-	s.zeroOnControl = cfg.Dialect == Dialect72
+	s.zeroOnControl = cfg.Dialect == Dialect72 && !qemu
+	s.qemu, s.zeroAsNormal = qemu, qemu && cfg.Dialect == Dialect72
 	hello := wire.Hello{
 		UUID: cfg.UUID, Channels: cfg.Channels, PageSize: cfg.PageSize,
 		PacketPages: cfg.PacketPages, MethodFlag: s.info.Flag, Method: s.info.Name,
@@ -164,6 +191,10 @@ func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 		}()
 	}
 	s.ctlDone = make(chan struct{})
+	if s.qemu {
+		close(s.ctlDone) // the main channel: nothing comes back on it
+		return s, nil
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -181,11 +212,17 @@ func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) erro
 	defer stop()
 	ctl, err := d.Dial(ctx)
 	if err != nil {
+		if s.qemu {
+			return fmt.Errorf("connect main channel: %w", err)
+		}
 		return fmt.Errorf("connect control channel: %w", err)
 	}
 	s.failMu.Lock()
 	s.ctl = ctl
 	s.failMu.Unlock()
+	if s.qemu {
+		return s.openChannels(ctx, d, deadline)
+	}
 	ctl.SetDeadline(deadline)
 	var magic [4]byte
 	be.PutUint32(magic[:], wire.ControlMagic)
@@ -207,7 +244,11 @@ func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) erro
 		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: message %#x instead of accept", ErrBadControl, typ)}
 	}
 	ctl.SetDeadline(time.Time{})
+	return s.openChannels(ctx, d, deadline)
+}
 
+// openChannels connects the multifd channels and sends their handshakes.
+func (s *Sender) openChannels(ctx context.Context, d channels.Dialer, deadline time.Time) error {
 	opts := methodOptions(s.cfg.Level, s.cfg.PageSize, s.cfg.PacketPages)
 	for i := range s.cfg.Channels {
 		conn, err := d.Dial(ctx)
@@ -398,6 +439,9 @@ func (s *Sender) sync() error {
 	}
 	s.syncs++
 	s.releaseIdle()
+	if s.qemu {
+		return nil // the caller's main stream carries the marker
+	}
 	var b [8]byte
 	be.PutUint64(b[:], s.syncs)
 	return s.control(wire.MsgSync, b[:])
@@ -469,6 +513,7 @@ func (s *Sender) Close() (Stats, error) {
 		<-s.watch // the watcher fired: let it finish
 	}
 	s.wg.Wait()
+	s.cancel(ErrClosed) // Done
 	s.elapsed.CompareAndSwap(0, int64(time.Since(s.start)))
 	s.release()
 	st := s.Stats()
@@ -481,6 +526,9 @@ func (s *Sender) Close() (Stats, error) {
 func (s *Sender) finish() error {
 	if err := s.failure(); err != nil {
 		return err
+	}
+	if s.qemu {
+		return s.finishQEMU()
 	}
 	if err := s.sync(); err != nil {
 		return err
@@ -596,7 +644,7 @@ func (s *Sender) fail(err error) {
 	if !first {
 		return
 	}
-	if ctl == nil {
+	if ctl == nil || s.qemu {
 		s.cancel(err)
 		s.closeConns()
 		return
@@ -701,7 +749,7 @@ func (c *sendChan) send(p *sendPacket) error {
 	switch p.kind {
 	case kindSync:
 		c.rh = wire.RAM{Flags: wire.FlagSync, PacketNum: s.packetNum.Add(1) - 1, Offsets: c.offs[:0]}
-		if s.zeroOnControl {
+		if s.zeroOnControl || s.zeroAsNormal {
 			c.rh.PagesAlloc = uint32(s.cfg.PacketPages) // as QEMU 7.2's SYNC packets
 		}
 		c.hdr, err = c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
@@ -750,7 +798,7 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	data := p.block.data
 	c.offs, c.zeros = c.offs[:0], c.zeros[:0]
 	for _, off := range p.offsets {
-		if IsZero(data[off : off+ps]) {
+		if !s.zeroAsNormal && IsZero(data[off:off+ps]) {
 			c.zeros = append(c.zeros, off)
 		} else {
 			c.offs = append(c.offs, off)
@@ -823,3 +871,56 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	c.offs = c.rh.Offsets
 	return nil
 }
+
+// finishQEMU ends a migration to a QEMU destination: once every channel
+// has written its last packet, the channels close, then the main one.
+func (s *Sender) finishQEMU() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if err := s.waitIdle(); err != nil {
+		return err
+	}
+	s.releaseIdle()
+	for _, c := range s.chans {
+		close(c.work)
+	}
+	s.closeConns()
+	s.elapsed.Store(int64(time.Since(s.start)))
+	return nil
+}
+
+// WriteMain writes b to a QEMU destination's main channel (see
+// [NewQEMUSender]).
+func (s *Sender) WriteMain(b []byte) error {
+	if !s.qemu {
+		return errors.New("WriteMain: not a sender to a QEMU destination")
+	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	s.ctlMu.Lock()
+	if s.cfg.Timeout > 0 {
+		s.ctl.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
+	}
+	_, err := s.ctl.Write(b)
+	s.ctlMu.Unlock()
+	s.ctlBytes.Add(uint64(len(b)))
+	if err != nil {
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: main channel: %v", ErrPeerGone, err)})
+		return s.failure()
+	}
+	return nil
+}
+
+// Abort fails the transfer with err, which the receiver reports as the
+// sender's reason, and releases everything as Close does.
+func (s *Sender) Abort(err error) (Stats, error) {
+	if !s.closed {
+		s.fail(err)
+	}
+	return s.Close()
+}
+
+// Done is closed when the transfer has failed or been closed.
+func (s *Sender) Done() <-chan struct{} { return s.ctx.Done() }
