@@ -20,7 +20,7 @@ func qemuCmd() *cobra.Command {
 		Use:   "qemu",
 		Short: "Talk to real QEMU migrations",
 	}
-	cmd.AddCommand(qemuRecvCmd())
+	cmd.AddCommand(qemuRecvCmd(), gatewayInCmd(), gatewayOutCmd())
 	return cmd
 }
 

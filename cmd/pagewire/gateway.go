@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// What gateway-in sends gateway-out besides the pages, as device-state
+// blobs: the hello first, then each chunk of the main stream just before
+// the link's Sync that orders it (instance = the sync point's number),
+// and the stream's tail last.
+const (
+	gwHello    = "pagewire/gateway/hello"
+	gwMain     = "pagewire/gateway/main"
+	gwMainTail = "pagewire/gateway/main-tail"
+)
+
+type gatewayHello struct {
+	Dialect core.Dialect `json:"dialect"`
+	UUID    [16]byte     `json:"uuid"`
+}
+
+// qemuMethod looks up a QEMU multifd-compression name.
+func qemuMethod(flag, name string) (sdk.Method, error) {
+	m, err := core.Methods.Lookup(name)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%s %s: %w", flag, name, err)}
+	}
+	if f := m.Info().Flag; f != 0 && f != 0x02 && f != 0x04 {
+		return nil, usageError{fmt.Errorf("%s %s: QEMU's methods are none, zlib and zstd", flag, name)}
+	}
+	return m, nil
+}
+
+func gatewayInCmd() *cobra.Command {
+	var (
+		c       common
+		l       link
+		listen  string
+		to      string
+		qch     int
+		qmethod string
+		dialect string
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway-in --listen ADDR --to ADDR [flags]",
+		Short: "Take a live migration from a QEMU source and forward it to a gateway-out",
+		Long: `Accept a QEMU live migration with the multifd capability at --listen (as
+'pagewire qemu recv' does: --qemu-channels and --qemu-method must be the
+source's multifd-channels and multifd-compression), and forward the whole
+migration over pagewire's own channels to 'pagewire qemu gateway-out' at
+--to, with the link's own --channels and --method (or --plugin).
+
+At every sync point of the source the gateway sends the pages that arrived
+since the previous one, then the main stream up to the marker, then a
+Sync: the destination QEMU sees every page before the marker that orders
+it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
+--insecure) and may be capped with --max-bandwidth. Any failure on any
+leg fails the migration: the source sees its connections close.`,
+		Example: `  pagewire qemu gateway-in --listen tcp:127.0.0.1:4444 --to tcp:gw-out.example:7000 \
+      --qemu-channels 4 --qemu-method none --channels 8 --method zstd \
+      --tls-cert client.pem --tls-key client-key.pem --tls-ca ca.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			defer c.release()
+			if listen == "" || to == "" {
+				return usageError{fmt.Errorf("gateway-in: --listen ADDR and --to ADDR are required")}
+			}
+			m, err := c.lookup()
+			if err != nil {
+				return err
+			}
+			qm, err := qemuMethod("--qemu-method", qmethod)
+			if err != nil {
+				return err
+			}
+			dl, err := core.ParseDialect(dialect)
+			if err != nil {
+				return usageError{fmt.Errorf("--dialect: %w", err)}
+			}
+			d, err := channels.NewDialer(to)
+			if err != nil {
+				return usageError{err}
+			}
+			if d, err = l.dialer(d, to); err != nil {
+				return err
+			}
+			ln, err := channels.Listen(listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
+			g := &gatewayIn{link: d, cfg: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout}}
+			st, err := g.run(cmd.Context(), ln, core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout})
+			if err != nil {
+				return err
+			}
+			sum := newSummary("forwarded", st)
+			sum.Addr = to
+			c.report(os.Stderr, sum)
+			return nil
+		},
+	}
+	c.register(cmd)
+	l.register(cmd, true, true)
+	cmd.Flags().StringVar(&listen, "listen", "", "address the QEMU source migrates to, tcp:HOST:PORT or unix:PATH (required)")
+	cmd.Flags().StringVar(&to, "to", "", "address of the gateway-out (required)")
+	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the source's multifd-channels")
+	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the source's multifd-compression: none, zlib or zstd")
+	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")
+	return cmd
+}
+
+// gatewayIn forwards a QEMU migration to a gateway-out.
+type gatewayIn struct {
+	link channels.Dialer
+	cfg  core.SenderConfig
+
+	uuid [16]byte // the source's
+
+	q    *core.QEMUReceiver
+	mem  core.Memory
+	snd  *core.Sender
+	stop func() // stops watching snd
+}
+
+// watch cancels ctx with the sender's error as soon as it fails; stop
+// ends the watch.
+func watch(s *core.Sender, cancel context.CancelCauseFunc, leg string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-s.Done():
+			if err := s.Err(); err != nil {
+				cancel(fmt.Errorf("%s: %w", leg, err))
+			}
+		case <-done:
+		}
+	}()
+	return sync.OnceFunc(func() { close(done) })
+}
+
+func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConfig) (core.Stats, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	qcfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
+		mem, err := core.Alloc(blocks)
+		g.mem = mem
+		return mem, err
+	}
+	qcfg.OnSync = func(p *core.SyncPoint) error { return g.sync(ctx, cancel, p) }
+	g.uuid = qcfg.UUID
+	g.q = core.NewQEMUReceiver(qcfg)
+	_, err := g.q.Receive(ctx, ln)
+	if g.stop != nil {
+		g.stop()
+	}
+	if err == nil && g.snd == nil {
+		err = errors.New("the source's migration had no sync point")
+	}
+	if err == nil {
+		if tail := g.q.MainTail(); len(tail) > 0 {
+			err = g.snd.SendDeviceState(gwMainTail, 0, tail)
+		}
+	}
+	if g.snd == nil {
+		return core.Stats{}, fmt.Errorf("source: %w", err)
+	}
+	if err != nil {
+		if lerr := g.snd.Err(); lerr != nil {
+			err = fmt.Errorf("link: %w", lerr)
+		} else {
+			err = fmt.Errorf("source: %w", err)
+		}
+		st, _ := g.snd.Abort(err)
+		return st, err
+	}
+	st, err := g.snd.Close()
+	if err != nil {
+		return st, fmt.Errorf("link: %w", err)
+	}
+	return st, nil
+}
+
+// sync forwards one sync point: pages, the main stream's chunk, a Sync.
+func (g *gatewayIn) sync(ctx context.Context, cancel context.CancelCauseFunc, p *core.SyncPoint) error {
+	if g.snd == nil {
+		cfg := g.cfg
+		s, err := core.NewSender(ctx, g.link, g.mem, cfg)
+		if err != nil {
+			return fmt.Errorf("link: %w", err)
+		}
+		g.snd = s
+		// A failed link fails the source's side at once, not at the
+		// next sync point.
+		g.stop = watch(s, cancel, "link")
+		h, _ := json.Marshal(gatewayHello{Dialect: core.Dialect(g.q.Stats().Dialect), UUID: g.uuid})
+		if err := s.SendDeviceState(gwHello, 0, h); err != nil {
+			return err
+		}
+	}
+	err := p.Pages(func(block string, offs []uint64) error { return g.snd.SendPages(block, offs) })
+	if err != nil {
+		return err
+	}
+	if err := g.snd.SendDeviceState(gwMain, uint32(p.N), bytes.Clone(p.Main())); err != nil {
+		return err
+	}
+	return g.snd.Sync()
+}
+
+func gatewayOutCmd() *cobra.Command {
+	var (
+		c       common
+		l       link
+		listen  string
+		to      string
+		qch     int
+		qmethod string
+		qlevel  int
+	)
+	cmd := &cobra.Command{
+		Use:   "gateway-out --listen ADDR --to ADDR [flags]",
+		Short: "Take a migration from a gateway-in and feed it to a QEMU destination",
+		Long: `Accept a migration from 'pagewire qemu gateway-in' at --listen and re-emit
+it to a real destination QEMU at --to (started with -incoming and the
+multifd capability): the main stream byte for byte, the pages on
+--qemu-channels multifd channels with --qemu-method (the destination's
+multifd-channels and multifd-compression) and the source's uuid, a SYNC
+on every channel before each of the main stream's sync markers.
+
+The link's method comes from the gateway-in (any method this build has,
+or the same --plugin). The link runs mutual TLS 1.3 (--tls-cert, --tls-key,
+--tls-ca; or --insecure). Any failure on any leg fails the migration: the
+destination sees its connections close before the end of the stream.`,
+		Example: `  pagewire qemu gateway-out --listen tcp:0.0.0.0:7000 --to tcp:127.0.0.1:4445 \
+      --qemu-channels 2 --qemu-method zstd \
+      --tls-cert server.pem --tls-key server-key.pem --tls-ca ca.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			defer c.release()
+			if listen == "" || to == "" {
+				return usageError{fmt.Errorf("gateway-out: --listen ADDR and --to ADDR are required")}
+			}
+			qm, err := qemuMethod("--qemu-method", qmethod)
+			if err != nil {
+				return err
+			}
+			if qch < 1 || qch > 255 {
+				return usageError{fmt.Errorf("--qemu-channels %d: want 1..255", qch)}
+			}
+			var cfg core.ReceiverConfig
+			if cmd.Flags().Changed("method") || c.plugin != "" {
+				if cfg.Method, err = c.lookup(); err != nil {
+					return err
+				}
+			}
+			d, err := channels.NewDialer(to)
+			if err != nil {
+				return usageError{err}
+			}
+			raw, err := channels.Listen(listen)
+			if err != nil {
+				return err
+			}
+			ln, err := l.listener(raw)
+			if err != nil {
+				raw.Close()
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
+			g := &gatewayOut{dest: d, cfg: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout}}
+			cfg.Timeout = c.timeout
+			st, err := g.run(cmd.Context(), ln, cfg)
+			if err != nil {
+				return err
+			}
+			sum := newSummary("fed", st)
+			sum.Addr = to
+			c.report(os.Stderr, sum)
+			return nil
+		},
+	}
+	c.register(cmd)
+	l.register(cmd, true, false)
+	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at for the gateway-in (required)")
+	cmd.Flags().StringVar(&to, "to", "", "the destination QEMU's -incoming address, tcp:HOST:PORT or unix:PATH (required)")
+	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
+	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
+	cmd.Flags().IntVar(&qlevel, "qemu-level", 0, "compression level toward the destination (0: QEMU's default)")
+	return cmd
+}
+
+// gatewayOut feeds a migration from a gateway-in to a QEMU destination.
+type gatewayOut struct {
+	dest channels.Dialer
+	cfg  core.SenderConfig
+
+	mem     core.Memory
+	qs      *core.Sender // to the destination, from the hello on
+	stop    func()
+	markers atomic.Uint64 // main-stream chunks written, each ending at a marker
+	early   []byte        // the first chunk, when it came before the hello
+}
+
+func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.ReceiverConfig) (core.Stats, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
+		mem, err := core.Alloc(blocks)
+		g.mem = mem
+		return mem, err
+	}
+	var mu sync.Mutex // device-state blobs come from any link channel
+	cfg.OnDeviceState = func(idstr string, instance uint32, blob []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return g.deviceState(ctx, cancel, idstr, instance, blob)
+	}
+	cfg.OnSync = g.sync
+	r := core.NewReceiver(cfg)
+	_, err := r.Receive(ctx, ln)
+	mu.Lock()
+	defer mu.Unlock()
+	if g.stop != nil {
+		g.stop()
+	}
+	if err == nil && g.qs == nil {
+		err = errors.New("the link carried no migration")
+	}
+	if err != nil {
+		if g.qs != nil {
+			if derr := g.qs.Err(); derr != nil {
+				err = fmt.Errorf("destination: %w", derr)
+			} else {
+				err = fmt.Errorf("link: %w", err)
+			}
+			g.qs.Abort(err)
+			return r.Stats(), err
+		}
+		return r.Stats(), fmt.Errorf("link: %w", err)
+	}
+	if _, err := g.qs.Close(); err != nil {
+		return r.Stats(), fmt.Errorf("destination: %w", err)
+	}
+	return r.Stats(), nil
+}
+
+func (g *gatewayOut) deviceState(ctx context.Context, cancel context.CancelCauseFunc, idstr string, instance uint32, blob []byte) error {
+	switch idstr {
+	case gwHello:
+		if g.qs != nil {
+			return errors.New("a second hello from the gateway-in")
+		}
+		var h gatewayHello
+		if err := json.Unmarshal(blob, &h); err != nil {
+			return fmt.Errorf("hello from the gateway-in: %w", err)
+		}
+		if h.Dialect != core.Dialect72 && h.Dialect != core.Dialect10 {
+			return fmt.Errorf("hello from the gateway-in: dialect %q", h.Dialect)
+		}
+		cfg := g.cfg
+		cfg.UUID, cfg.Dialect = h.UUID, h.Dialect
+		qs, err := core.NewQEMUSender(ctx, g.dest, g.mem, cfg)
+		if err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+		g.qs = qs
+		g.stop = watch(qs, cancel, "destination")
+		if g.early != nil {
+			b := g.early
+			g.early = nil
+			return g.deviceState(ctx, cancel, gwMain, 1, b)
+		}
+		return nil
+	case gwMain, gwMainTail:
+		if g.qs == nil {
+			// The hello and the first chunk share a sync interval, so
+			// they may arrive in either order.
+			if idstr != gwMain || instance != 1 || g.early != nil {
+				return fmt.Errorf("main stream chunk %d before the hello", instance)
+			}
+			g.early = bytes.Clone(blob)
+			return nil
+		}
+		if idstr == gwMain {
+			if want := g.markers.Load() + 1; uint64(instance) != want {
+				return fmt.Errorf("main stream chunk %d, want %d", instance, want)
+			}
+		}
+		if err := g.qs.WriteMain(blob); err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+		if idstr == gwMain {
+			g.markers.Add(1)
+		}
+		return nil
+	}
+	return fmt.Errorf("unexpected device state %q from the gateway-in", idstr)
+}
+
+// sync sends the interval's pages to the destination, and a SYNC on every
+// channel when the interval ended at a main-stream marker (the link's
+// last sync, from its Close, did not).
+func (g *gatewayOut) sync(p *core.SyncPoint) error {
+	if g.qs == nil {
+		return errors.New("sync point before the hello")
+	}
+	err := p.Pages(func(block string, offs []uint64) error { return g.qs.SendPages(block, offs) })
+	if err != nil {
+		return fmt.Errorf("destination: %w", err)
+	}
+	if p.N <= g.markers.Load() {
+		if err := g.qs.Sync(); err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+	}
+	return nil
+}
