@@ -913,6 +913,10 @@ func (s *Sender) WriteMain(b []byte) error {
 	return nil
 }
 
+// Fail fails the transfer with err, which the receiver reports as the
+// sender's reason; any goroutine may call it. Close must still be called.
+func (s *Sender) Fail(err error) { s.fail(err) }
+
 // Abort fails the transfer with err, which the receiver reports as the
 // sender's reason, and releases everything as Close does.
 func (s *Sender) Abort(err error) (Stats, error) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -347,6 +348,7 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 				err = fmt.Errorf("destination: %w", derr)
 			} else {
 				err = fmt.Errorf("link: %w", err)
+				g.release(err)
 			}
 			g.qs.Abort(err)
 			return r.Stats(), err
@@ -410,6 +412,25 @@ func (g *gatewayOut) deviceState(ctx context.Context, cancel context.CancelCause
 		return nil
 	}
 	return fmt.Errorf("unexpected device state %q from the gateway-in", idstr)
+}
+
+// release makes a destination that waits at a sync marker fail instead
+// of hanging: QEMU 7.2 does not wake a main thread waiting for its
+// channels' SYNCs when a channel ends, so it would wait forever. A SYNC
+// on every channel lets it read on, find the main stream cut short, and
+// fail the migration (and exit).
+func (g *gatewayOut) release(err error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.qs.Sync()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		g.qs.Fail(err)
+		<-done
+	}
 }
 
 // sync sends the interval's pages to the destination, and a SYNC on every
