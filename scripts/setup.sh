@@ -28,3 +28,6 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
 fi
 
 go mod download
+
+# The running-guest gateway test boots Debian's kernel with busybox.
+scripts/guest.sh

@@ -54,10 +54,6 @@ type gwRig struct {
 // the source QEMU (paused, its RAM the first corpus image).
 func newRig(t *testing.T, c gwCase) *gwRig {
 	t.Helper()
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Fatal("qemu-system-x86_64 not found: 'make test' installs Debian's qemu-system-x86 (scripts/setup.sh)")
-	}
 	images, err := corpus.List()
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +61,16 @@ func newRig(t *testing.T, c gwCase) *gwRig {
 	img, err := images[0].Load()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return newRigWith(t, c, img, []string{"-S"}, nil)
+}
+
+// newRigWith starts the QEMUs with RAM img, srcArgs and dstArgs.
+func newRigWith(t *testing.T, c gwCase, img []byte, srcArgs, dstArgs []string) *gwRig {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		t.Fatal("qemu-system-x86_64 not found: 'make test' installs Debian's qemu-system-x86 (scripts/setup.sh)")
 	}
 	g := &gwRig{dir: t.TempDir(), qemu: qemu, ramSize: len(img)}
 	g.srcRAM, g.dstRAM = filepath.Join(g.dir, "src.ram"), filepath.Join(g.dir, "dst.ram")
@@ -80,7 +86,7 @@ func newRig(t *testing.T, c gwCase) *gwRig {
 	if g.tls, err = certs.Make(filepath.Join(g.dir, "tls"), []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	mb := fmt.Sprintf("%dM", len(img)>>20)
+	mb := fmt.Sprintf("%dK", len(img)>>10)
 	machine := func(ram, qmpSock string, extra ...string) []string {
 		return append([]string{"--qemu--", qemu,
 			"-machine", "pc-i440fx-7.2,memory-backend=pc.ram", "-accel", "tcg", "-m", mb,
@@ -89,13 +95,13 @@ func newRig(t *testing.T, c gwCase) *gwRig {
 			"-qmp", "unix:" + qmpSock + ",server=on,wait=off"}, extra...)
 	}
 	caps := map[string]any{"capabilities": []any{map[string]any{"capability": "multifd", "state": true}}}
-	g.dst = start(t, machine(g.dstRAM, filepath.Join(g.dir, "dst.qmp"), "-incoming", "defer")...)
+	g.dst = start(t, machine(g.dstRAM, filepath.Join(g.dir, "dst.qmp"), append(dstArgs, "-S", "-incoming", "defer")...)...)
 	g.dstQMP = dialQMP(t, filepath.Join(g.dir, "dst.qmp"))
 	g.dstQMP.do(t, "migrate-set-capabilities", caps)
 	g.dstQMP.do(t, "migrate-set-parameters", map[string]any{"multifd-channels": c.qemuChannels, "multifd-compression": c.dstMethod})
 	g.dstPort = freePort(t)
 	g.dstQMP.do(t, "migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", g.dstPort)})
-	g.src = start(t, machine(g.srcRAM, filepath.Join(g.dir, "src.qmp"), "-S")...)
+	g.src = start(t, machine(g.srcRAM, filepath.Join(g.dir, "src.qmp"), srcArgs...)...)
 	g.srcQMP = dialQMP(t, filepath.Join(g.dir, "src.qmp"))
 	g.srcQMP.do(t, "migrate-set-capabilities", caps)
 	g.srcQMP.do(t, "migrate-set-parameters", map[string]any{"multifd-channels": c.qemuChannels, "multifd-compression": c.srcMethod})
