@@ -202,8 +202,12 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 		return nil, fmt.Errorf("%w: %s imports a memory; a plugin exports its own", ErrPlugin, name)
 	}
 	for _, e := range []string{"pagewire_abi_version", "pagewire_info", "pagewire_alloc", "pagewire_setup", "pagewire_prepare", "pagewire_recv", "pagewire_cleanup", "pagewire_last_error"} {
-		if _, ok := compiled.ExportedFunctions()[e]; !ok {
+		f, ok := compiled.ExportedFunctions()[e]
+		if !ok {
 			return nil, fmt.Errorf("%w: %s does not export %s: not a pagewire plugin (sdk/ABI.md)", ErrPlugin, name, e)
+		}
+		if len(f.ResultTypes()) != 1 || len(f.ParamTypes()) > 5 {
+			return nil, fmt.Errorf("%w: %s: %s has %d parameters and %d results (sdk/ABI.md)", ErrPlugin, name, e, len(f.ParamTypes()), len(f.ResultTypes()))
 		}
 	}
 	inst, err := m.instantiate(ctx, -1)
@@ -381,12 +385,7 @@ func (in *instance) call(name string, args ...uint64) (uint64, error) {
 	if in.dead != nil {
 		return 0, in.dead
 	}
-	fn := in.fns[name]
-	if fn == nil || len(fn.Definition().ResultTypes()) != 1 {
-		in.dead = in.m.errorf(in.ch, "%s does not return one result", name)
-		in.mod.Close(context.Background())
-		return 0, in.dead
-	}
+	fn := in.fns[name] // LoadBytes checked it exists and returns one result
 	ctx, cancel := in.ctx, context.CancelFunc(nil)
 	if in.m.tier == TierChecked {
 		ctx, cancel = context.WithTimeout(in.ctx, in.m.cfg.CallTimeout)
