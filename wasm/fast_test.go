@@ -30,7 +30,7 @@ func TestTier(t *testing.T) {
 		{"zstd-c", wasm.Config{Strict: true}, wasm.TierChecked},
 		{"zstd", wasm.Config{}, wasm.TierChecked},
 		{"zstd", wasm.Config{Trusted: true}, wasm.TierTrusted},
-		{"rle-c", wasm.Config{}, wasm.TierFast}, // imports nothing at all
+		{"rle-c", wasm.Config{}, wasm.TierFast}, // imports only pagewire.check
 	} {
 		m := load(t, c.name, c.cfg)
 		in := m.Inspect()
