@@ -198,9 +198,6 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 			return nil, fmt.Errorf("%w: %s imports %s.%s; a plugin may import only %s and %s.check", ErrPlugin, name, mod, fn, wasi_snapshot_preview1.ModuleName, Host)
 		}
 	}
-	if tier == TierFast && len(compiled.ImportedMemories()) > 0 {
-		return nil, fmt.Errorf("%w: %s imports a memory; a plugin exports its own", ErrPlugin, name)
-	}
 	for _, e := range []string{"pagewire_abi_version", "pagewire_info", "pagewire_alloc", "pagewire_setup", "pagewire_prepare", "pagewire_recv", "pagewire_cleanup", "pagewire_last_error"} {
 		f, ok := compiled.ExportedFunctions()[e]
 		if !ok {
