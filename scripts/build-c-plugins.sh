@@ -57,8 +57,9 @@ fetch() {
 		mkdir -p "$dir.$$"
 		tar -xzf "$tgz" -C "$dir.$$" --strip-components=1 package/deps
 		touch "$dir.$$/.ok"
-		rm -rf "$dir"
-		mv "$dir.$$" "$dir" 2>/dev/null || rm -rf "$dir.$$" # another build got there first
+		# Only complete trees are ever moved into place; if another build
+		# (a parallel test binary) got there first, keep its tree.
+		mv -T "$dir.$$" "$dir" 2>/dev/null || rm -rf "$dir.$$"
 	fi
 	echo "$dir"
 }
