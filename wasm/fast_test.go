@@ -193,3 +193,48 @@ func TestWatchdog(t *testing.T) {
 		}
 	})
 }
+
+// FuzzRecvC feeds the C-built decoders hostile payloads: each must decode
+// or fail with sdk.ErrCorrupt, never trap, run away or break the ABI.
+func FuzzRecvC(f *testing.F) {
+	o := sdk.Options{PageSize: 4096, PacketPages: 128}
+	names := []string{"zstd-c", "lz4-c"}
+	mods := make([]*wasm.Module, len(names))
+	for i, name := range names {
+		mods[i] = load(f, name, wasm.Config{CallTimeout: 5 * time.Second})
+		// Seeds: the first packets of a real stream, whole and cut short.
+		snd, err := mods[i].NewSender(0, o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, p := range packets(2) {
+			payload, err := snd.Prepare(&sdk.Packet{Pages: p[:3]}, nil)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(payload, uint8(3))
+			f.Add(payload[:len(payload)/2], uint8(3))
+			f.Add(payload, uint8(2))
+		}
+		snd.Close()
+	}
+	f.Add([]byte("\x28\xb5\x2f\xfd"), uint8(1))
+	dst := make([][]byte, 4)
+	for i := range dst {
+		dst[i] = make([]byte, 4096)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte, n uint8) {
+		pages := dst[:1+n%4]
+		for i, m := range mods {
+			r, err := m.NewReceiver(0, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.Recv(&sdk.Packet{Pages: pages}, payload)
+			if err != nil && (!errors.Is(err, sdk.ErrCorrupt) || errors.Is(err, wasm.ErrPlugin)) {
+				t.Errorf("%s: %v", names[i], err)
+			}
+			r.Close()
+		}
+	})
+}
