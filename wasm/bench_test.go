@@ -183,7 +183,8 @@ func BenchmarkCodecTiers(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pkts, size := nonZeroPackets(img)
+	pkts, pages := corpus.Packets(img)
+	size := pages * 4096
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
 	dst := make([][]byte, 128)
 	for i := range dst {
@@ -275,7 +276,7 @@ func BenchmarkPacketTiers(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pkts, _ := nonZeroPackets(img)
+	pkts, _ := corpus.Packets(img)
 	pkts = pkts[:len(pkts)-1] // full packets only
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
 	for _, codec := range []string{"zstd", "lz4"} {
@@ -319,29 +320,4 @@ func BenchmarkPacketTiers(b *testing.B) {
 			})
 		}
 	}
-}
-
-// nonZeroPackets cuts the non-zero pages of img into packets of 128, as
-// the engine sends them, and returns them with their size in bytes.
-func nonZeroPackets(img []byte) ([][][]byte, int) {
-	var out [][][]byte
-	var cur [][]byte
-	zero := make([]byte, 4096)
-	n := 0
-	for off := 0; off+4096 <= len(img); off += 4096 {
-		pg := img[off : off+4096]
-		if string(pg) == string(zero) {
-			continue
-		}
-		n += 4096
-		cur = append(cur, pg)
-		if len(cur) == 128 {
-			out = append(out, cur)
-			cur = nil
-		}
-	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out, n
 }

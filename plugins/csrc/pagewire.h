@@ -61,6 +61,19 @@ static int32_t pw_fail(int32_t code, const char *msg, const char *detail) {
 	return code;
 }
 
+/* The channel's geometry, set by pw_setup. */
+static int32_t role, page_size, packet_pages;
+
+/* pw_setup checks and keeps what pagewire_setup gets for every method. */
+static int32_t pw_setup(int32_t r, int32_t ps, int32_t pp) {
+	if ((r != PW_SEND && r != PW_RECV) || ps <= 0 || pp <= 0 || (int64_t)ps * pp > (1 << 30))
+		return pw_fail(PW_ARGUMENT, "setup: bad role, page size or packet size", 0);
+	role = r;
+	page_size = ps;
+	packet_pages = pp;
+	return 0;
+}
+
 PW_EXPORT("pagewire_abi_version") int32_t pw_abi_version(void) { return 1; }
 
 PW_EXPORT("pagewire_info") uint64_t pw_method_info(void) { return pw_ptr_len(&pw_info, sizeof pw_info); }

@@ -24,17 +24,15 @@
 
 #define STORED 0x80000000u
 
-static int32_t role, page_size, packet_pages, level;
+static int32_t level;
 static void *state; /* LZ4 or LZ4HC compression state, per channel */
 
 PW_EXPORT("pagewire_setup")
 int32_t setup(int32_t r, int32_t channel, int32_t lvl, int32_t ps, int32_t pp) {
 	(void)channel;
-	if ((r != PW_SEND && r != PW_RECV) || ps <= 0 || pp <= 0 || (int64_t)ps * pp > (1 << 30))
-		return pw_fail(PW_ARGUMENT, "setup: bad role, page size or packet size", 0);
-	role = r;
-	page_size = ps;
-	packet_pages = pp;
+	int32_t bad = pw_setup(r, ps, pp);
+	if (bad != 0)
+		return bad;
 	if (r == PW_SEND) {
 		if (lvl < 0 || lvl > 9)
 			return pw_fail(PW_ARGUMENT, "setup: lz4 level outside 0 (fast) and 1..9", 0);

@@ -20,7 +20,6 @@
 
 #include "zstd.h"
 
-static int32_t role, page_size, packet_pages;
 static ZSTD_CCtx *cctx;
 static ZSTD_DCtx *dctx;
 static int broken; /* the stream cannot be trusted after an error */
@@ -31,11 +30,9 @@ static int broken; /* the stream cannot be trusted after an error */
 PW_EXPORT("pagewire_setup")
 int32_t setup(int32_t r, int32_t channel, int32_t level, int32_t ps, int32_t pp) {
 	(void)channel;
-	if ((r != PW_SEND && r != PW_RECV) || ps <= 0 || pp <= 0 || (int64_t)ps * pp > (1 << 30))
-		return pw_fail(PW_ARGUMENT, "setup: bad role, page size or packet size", 0);
-	role = r;
-	page_size = ps;
-	packet_pages = pp;
+	int32_t bad = pw_setup(r, ps, pp);
+	if (bad != 0)
+		return bad;
 	if (r == PW_SEND) {
 		if (level == 0)
 			level = 1; /* QEMU's default multifd-zstd-level */

@@ -11,8 +11,8 @@ static volatile uint64_t sink;
 
 PW_EXPORT("pagewire_setup")
 int32_t setup(int32_t r, int32_t channel, int32_t level, int32_t ps, int32_t pp) {
-	(void)r, (void)channel, (void)level, (void)ps, (void)pp;
-	return 0;
+	(void)channel, (void)level;
+	return pw_setup(r, ps, pp);
 }
 
 PW_EXPORT("pagewire_prepare")
