@@ -148,9 +148,10 @@ func BenchmarkTiers(b *testing.B) {
 			b.SetBytes(int64(len(img)))
 			b.ReportAllocs()
 			took := make([]time.Duration, len(ts))
-			for b.Loop() {
-				for i, t := range ts {
-					took[i] += transferTime(b, img, dst, t.m, t.m)
+			for n := 0; b.Loop(); n++ {
+				for k := range ts { // a different tier first each time
+					i := (n + k) % len(ts)
+					took[i] += transferTime(b, img, dst, ts[i].m, ts[i].m)
 				}
 			}
 			report(b, ts, took, float64(len(img))*float64(b.N)/1e6)
@@ -171,8 +172,8 @@ func report(b *testing.B, ts []tier, took []time.Duration, mb float64) {
 
 // BenchmarkCodecTiers is one core compressing, then decompressing, every
 // non-zero page of a real guest image packet by packet through one
-// channel's Sender and Receiver of each tier, side by side in every
-// iteration (compress and decompress are timed apart; the guest-memory
+// channel's Sender and Receiver of each tier, the tiers taking turns at
+// every packet (compress and decompress are timed apart; the guest-memory
 // copies of the Wasm tiers are included).
 func BenchmarkCodecTiers(b *testing.B) {
 	images, err := corpus.List()
@@ -212,26 +213,30 @@ func BenchmarkCodecTiers(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			took := make([]time.Duration, len(ts))
+			wire := make([]int, len(ts))
 			payload := make([]byte, 0, sdk.MaxPayload(128, 4096))
-			var wire []int
+			snds := make([]sdk.Sender, len(ts))
 			for b.Loop() {
-				wire = wire[:0]
 				for i, t := range ts {
-					snd, err := t.m.NewSender(0, o)
-					if err != nil {
+					if snds[i], err = t.m.NewSender(0, o); err != nil {
 						b.Fatal(err)
 					}
-					n := 0
-					start := time.Now()
-					for _, p := range pkts {
+					wire[i] = 0
+				}
+				// Packet by packet, every tier in turn: a change in the
+				// machine's load hits all tiers alike.
+				for _, p := range pkts {
+					for i, snd := range snds {
+						start := time.Now()
 						if payload, err = snd.Prepare(&sdk.Packet{Pages: p}, payload[:0]); err != nil {
 							b.Fatal(err)
 						}
-						n += len(payload)
+						took[i] += time.Since(start)
+						wire[i] += len(payload)
 					}
-					took[i] += time.Since(start)
+				}
+				for _, snd := range snds {
 					snd.Close()
-					wire = append(wire, n)
 				}
 			}
 			report(b, ts, took, float64(size)*float64(b.N)/1e6)
@@ -243,19 +248,23 @@ func BenchmarkCodecTiers(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			took := make([]time.Duration, len(ts))
+			rcvs := make([]sdk.Receiver, len(ts))
 			for b.Loop() {
 				for i, t := range ts {
-					rcv, err := t.m.NewReceiver(0, o)
-					if err != nil {
+					if rcvs[i], err = t.m.NewReceiver(0, o); err != nil {
 						b.Fatal(err)
 					}
-					start := time.Now()
-					for j, p := range pkts {
+				}
+				for j, p := range pkts {
+					for i, rcv := range rcvs {
+						start := time.Now()
 						if err := rcv.Recv(&sdk.Packet{Pages: dst[:len(p)]}, payloads[i][j]); err != nil {
 							b.Fatal(err)
 						}
+						took[i] += time.Since(start)
 					}
-					took[i] += time.Since(start)
+				}
+				for _, rcv := range rcvs {
 					rcv.Close()
 				}
 			}
