@@ -12,6 +12,19 @@ import (
 	"github.com/pagewire/pagewire/wasm"
 )
 
+// corpusImage is the first image of the guest-memory corpus.
+func corpusImage(b *testing.B) []byte {
+	images, err := corpus.List()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := images[0].Load()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return img
+}
+
 // transferTime is xfer.Time, failing the benchmark on error.
 func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duration {
 	d, err := xfer.Time(img, dst, ms, mr)
@@ -25,14 +38,7 @@ func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duratio
 // method built in and as a Wasm plugin on both ends, side by side in every
 // iteration; wasm/builtin is the plugin's throughput over the built-in's.
 func BenchmarkWasmVsBuiltin(b *testing.B) {
-	images, err := corpus.List()
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := images[0].Load()
-	if err != nil {
-		b.Fatal(err)
-	}
+	img := corpusImage(b)
 	dst := make([]byte, len(img))
 	for _, c := range []struct {
 		name    string
@@ -133,14 +139,7 @@ func tiers(b *testing.B, codec string) []tier {
 // side in every iteration. X-MB/s is each tier's throughput, X/builtin its
 // fraction of the built-in's (issue 7's target: c-wasm/builtin >= 0.6).
 func BenchmarkTiers(b *testing.B) {
-	images, err := corpus.List()
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := images[0].Load()
-	if err != nil {
-		b.Fatal(err)
-	}
+	img := corpusImage(b)
 	dst := make([]byte, len(img))
 	for _, codec := range []string{"zstd", "lz4"} {
 		ts := tiers(b, codec)
@@ -176,14 +175,7 @@ func report(b *testing.B, ts []tier, took []time.Duration, mb float64) {
 // every packet (compress and decompress are timed apart; the guest-memory
 // copies of the Wasm tiers are included).
 func BenchmarkCodecTiers(b *testing.B) {
-	images, err := corpus.List()
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := images[0].Load()
-	if err != nil {
-		b.Fatal(err)
-	}
+	img := corpusImage(b)
 	pkts, pages := corpus.Packets(img)
 	size := pages * 4096
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
@@ -216,6 +208,7 @@ func BenchmarkCodecTiers(b *testing.B) {
 			wire := make([]int, len(ts))
 			payload := make([]byte, 0, sdk.MaxPayload(128, 4096))
 			snds := make([]sdk.Sender, len(ts))
+			var err error
 			for b.Loop() {
 				for i, t := range ts {
 					if snds[i], err = t.m.NewSender(0, o); err != nil {
@@ -249,6 +242,7 @@ func BenchmarkCodecTiers(b *testing.B) {
 			b.ReportAllocs()
 			took := make([]time.Duration, len(ts))
 			rcvs := make([]sdk.Receiver, len(ts))
+			var err error
 			for b.Loop() {
 				for i, t := range ts {
 					if rcvs[i], err = t.m.NewReceiver(0, o); err != nil {
@@ -277,14 +271,7 @@ func BenchmarkCodecTiers(b *testing.B) {
 // long-lived Sender and Receiver of each tier per iteration (prepare,
 // then recv), as a channel runs in steady state: allocs/op is per packet.
 func BenchmarkPacketTiers(b *testing.B) {
-	images, err := corpus.List()
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := images[0].Load()
-	if err != nil {
-		b.Fatal(err)
-	}
+	img := corpusImage(b)
 	pkts, _ := corpus.Packets(img)
 	pkts = pkts[:len(pkts)-1] // full packets only
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
