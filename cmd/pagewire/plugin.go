@@ -83,7 +83,7 @@ var tierNotes = map[wasm.Tier]string{
 }
 
 func pluginTestCmd() *cobra.Command {
-	var trusted bool
+	var trusted, strict bool
 	cmd := &cobra.Command{
 		Use:   "test FILE",
 		Short: "Run the conformance kit (sdk/plugintest) against a Wasm or go-plugin plugin",
@@ -91,7 +91,7 @@ func pluginTestCmd() *cobra.Command {
 a PASS or FAIL line per check; exit 1 if any check fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, closer, err := loadPlugin(cmd.Context(), args[0], "", trusted)
+			m, closer, err := loadPlugin(cmd.Context(), args[0], "", wasm.Config{Trusted: trusted, Strict: strict})
 			if err != nil {
 				return err
 			}
@@ -113,6 +113,7 @@ a PASS or FAIL line per check; exit 1 if any check fails.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&trusted, "trusted", false, "run without per-call deadline checks (faster)")
+	cmd.Flags().BoolVar(&trusted, "trusted", false, "run a WASI module without per-loop deadline checks (faster)")
+	cmd.Flags().BoolVar(&strict, "strict", false, "run any Wasm module with per-loop deadline checks (slower, stoppable anywhere)")
 	return cmd
 }

@@ -80,11 +80,13 @@ func TestPluginCLIFast(t *testing.T) {
 	if out := p.stdout.String(); !strings.Contains(out, "tier     fast (imports nothing from WASI") || !strings.Contains(out, "  pagewire.check\n") {
 		t.Errorf("inspect: %s", out)
 	}
-	p = start(t, "plugin", "test", mod)
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("plugin test exited %d: %s%s", code, p.stdout.String(), p.stderr)
-	}
-	if out := p.stdout.String(); !strings.Contains(out, "every conformance check passed") {
-		t.Errorf("plugin test: %s", out)
+	for _, args := range [][]string{{"plugin", "test", mod}, {"plugin", "test", "--strict", mod}} {
+		p = start(t, args...)
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("%v exited %d: %s%s", args, code, p.stdout.String(), p.stderr)
+		}
+		if out := p.stdout.String(); !strings.Contains(out, "every conformance check passed") {
+			t.Errorf("%v: %s", args, out)
+		}
 	}
 }
