@@ -25,6 +25,7 @@ build: setup
 		echo "$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p/plugin"; \
 		$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p/plugin || exit 1; \
 	done
+	scripts/build-c-plugins.sh $(BIN)/plugins
 
 demo: build
 	$(BIN)/pagewire demo

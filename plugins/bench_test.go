@@ -133,31 +133,6 @@ var libraries = map[string]func() library{
 	},
 }
 
-// allPackets cuts every non-zero page of an image into full packets, as
-// the engine sends them.
-func allPackets(b *testing.B, img []byte) ([][][]byte, int) {
-	var out [][][]byte
-	var cur [][]byte
-	zero := make([]byte, ps)
-	n := 0
-	for off := 0; off < len(img); off += ps {
-		pg := img[off : off+ps]
-		if bytes.Equal(pg, zero) {
-			continue
-		}
-		n++
-		cur = append(cur, pg)
-		if len(cur) == 128 {
-			out = append(out, cur)
-			cur = nil
-		}
-	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out, n
-}
-
 // BenchmarkMethodVsLibrary compresses and decompresses every non-zero page
 // of each corpus image, packet by packet, with the pagewire method and
 // with its codec library called directly, side by side in every
@@ -173,7 +148,7 @@ func BenchmarkMethodVsLibrary(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		pkts, pages := allPackets(b, img)
+		pkts, pages := corpus.Packets(img)
 		for _, m := range methods[1:] {
 			name := m.Info().Name
 			lib := libraries[name]()
@@ -251,7 +226,7 @@ func BenchmarkMethodPacket(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	pkts, _ := allPackets(b, img)
+	pkts, _ := corpus.Packets(img)
 	pkts = pkts[:len(pkts)-1] // full packets only
 	for _, m := range methods {
 		b.Run(m.Info().Name, func(b *testing.B) {

@@ -12,9 +12,10 @@ fi
 
 # Debian packages the tests use, installed only when missing:
 # qemu-system-x86 is the real QEMU 7.2 the QEMU-peer tests migrate from;
-# clang, lld, wasi-libc and the wasm32 compiler-rt build the C Wasm plugin
-# example (examples/wasm-c).
-apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32"
+# clang, lld, wasi-libc and the wasm32 compiler-rt build the C Wasm plugins
+# (examples/wasm-c, and zstd-c and lz4-c with scripts/build-c-plugins.sh,
+# which fetches the libraries' sources from the npm registry with curl).
+apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32 curl"
 pkgs=()
 for p in $apt_packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")

@@ -10,6 +10,12 @@
 // Sender or Receiver, with an error naming the module and the channel; the
 // instance is closed and never called again. Module.Close releases the
 // runtime; the Senders and Receivers must be closed first.
+//
+// How a call's deadline is enforced depends on the module's [Tier]: a
+// module that imports nothing from WASI runs without wazero's per-loop
+// checks and is stopped by a watchdog at its calls to pagewire.check
+// ([TierFast]); a WASI module runs with the checks ([TierChecked]) unless
+// the Config trusts it. The package starts no goroutines of its own.
 package wasm
 
 import (
@@ -47,6 +53,34 @@ const (
 // ErrPlugin reports a plugin that failed or broke the ABI.
 var ErrPlugin = errors.New("wasm plugin failed")
 
+// ErrDeadline reports a call that ran past Config.CallTimeout; it comes
+// wrapped together with [ErrPlugin].
+var ErrDeadline = errors.New("call deadline exceeded")
+
+// Tier says how a module's calls are bounded in time.
+type Tier string
+
+const (
+	// TierFast: the module imports nothing from WASI (at most
+	// pagewire.check). Its code runs without wazero's per-loop checks,
+	// at full speed; a call past its deadline is stopped at the module's
+	// next call to pagewire.check. A module that never calls it cannot
+	// be stopped while it runs.
+	TierFast Tier = "fast"
+	// TierChecked: wazero checks for the deadline at every loop header
+	// (CloseOnContextDone): stoppable anywhere, 2.5-5x slower. WASI
+	// modules (Go's wasip1 port) run here unless trusted, and every
+	// module does under Config.Strict.
+	TierChecked Tier = "checked"
+	// TierTrusted: a WASI module loaded with Config.Trusted: no per-loop
+	// checks; only its calls to pagewire.check, if any, see the deadline.
+	TierTrusted Tier = "trusted"
+)
+
+// Host is the module name of the host functions a plugin may import
+// besides WASI; its one function is check, () -> ().
+const Host = "pagewire"
+
 // Config configures loading. The zero value is usable.
 type Config struct {
 	// CacheDir holds compiled modules across runs; "" is
@@ -61,9 +95,14 @@ type Config struct {
 	Log *slog.Logger
 	// Trusted drops the per-call deadline's instrumentation (wazero's
 	// CloseOnContextDone, which checks for cancellation at every loop
-	// header): plugins run 3-4x faster, but one that loops forever hangs
-	// its channel until the transfer is cancelled. For plugins you built.
+	// header) from WASI modules: plugins run 3-4x faster, but one that
+	// loops forever hangs its channel until the transfer is cancelled. For
+	// plugins you built. Modules without WASI never have it ([TierFast]).
 	Trusted bool
+	// Strict runs every module with the instrumentation, fast-tier
+	// modules too ([TierChecked]): any call can be stopped at its
+	// deadline, at 2.5-5x the cost. Ignored when Trusted is set.
+	Strict bool
 }
 
 // Module is a loaded plugin; it implements [sdk.Method].
@@ -77,6 +116,7 @@ type Module struct {
 	sum      [32]byte
 	seq      atomic.Uint64 // instance names
 	compile  time.Duration
+	tier     Tier
 }
 
 // Load reads, compiles and checks the module at path.
@@ -99,9 +139,22 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	mods, err := importModules(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+	}
+	tier := TierFast
+	if slices.Contains(mods, wasi_snapshot_preview1.ModuleName) {
+		tier = TierChecked
+		if cfg.Trusted {
+			tier = TierTrusted
+		}
+	} else if cfg.Strict && !cfg.Trusted {
+		tier = TierChecked
+	}
 	rc := wazero.NewRuntimeConfigCompiler().
 		WithMemoryLimitPages(uint32((cfg.MemoryLimit + 65535) / 65536)).
-		WithCloseOnContextDone(!cfg.Trusted) // the per-call deadline can stop a module that loops
+		WithCloseOnContextDone(tier == TierChecked) // the per-call deadline can stop a module that loops
 	if cfg.CacheDir != "-" {
 		dir := cfg.CacheDir
 		if dir == "" {
@@ -115,7 +168,7 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 			}
 		}
 	}
-	m := &Module{name: name, cfg: cfg, size: len(b), sum: sha256.Sum256(b)}
+	m := &Module{name: name, cfg: cfg, size: len(b), sum: sha256.Sum256(b), tier: tier}
 	m.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	ok := false
 	defer func() {
@@ -124,6 +177,12 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 		}
 	}()
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
+		return nil, err
+	}
+	_, err = m.rt.NewHostModuleBuilder(Host).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(check), nil, nil).Export("check").
+		Instantiate(ctx)
+	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -135,13 +194,17 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	m.compiled = compiled
 	for _, f := range compiled.ImportedFunctions() {
 		mod, fn, _ := f.Import()
-		if mod != wasi_snapshot_preview1.ModuleName {
-			return nil, fmt.Errorf("%w: %s imports %s.%s; a plugin may import only %s", ErrPlugin, name, mod, fn, wasi_snapshot_preview1.ModuleName)
+		if mod != wasi_snapshot_preview1.ModuleName && (mod != Host || fn != "check") {
+			return nil, fmt.Errorf("%w: %s imports %s.%s; a plugin may import only %s and %s.check", ErrPlugin, name, mod, fn, wasi_snapshot_preview1.ModuleName, Host)
 		}
 	}
 	for _, e := range []string{"pagewire_abi_version", "pagewire_info", "pagewire_alloc", "pagewire_setup", "pagewire_prepare", "pagewire_recv", "pagewire_cleanup", "pagewire_last_error"} {
-		if _, ok := compiled.ExportedFunctions()[e]; !ok {
+		f, ok := compiled.ExportedFunctions()[e]
+		if !ok {
 			return nil, fmt.Errorf("%w: %s does not export %s: not a pagewire plugin (sdk/ABI.md)", ErrPlugin, name, e)
+		}
+		if len(f.ResultTypes()) != 1 || len(f.ParamTypes()) > 5 {
+			return nil, fmt.Errorf("%w: %s: %s has %d parameters and %d results (sdk/ABI.md)", ErrPlugin, name, e, len(f.ParamTypes()), len(f.ResultTypes()))
 		}
 	}
 	inst, err := m.instantiate(ctx, -1)
@@ -149,14 +212,14 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 		return nil, err
 	}
 	defer inst.mod.Close(ctx)
-	v, err := inst.call(ctx, "pagewire_abi_version")
+	v, err := inst.call("pagewire_abi_version")
 	if err != nil {
 		return nil, err
 	}
 	if v != ABIVersion {
 		return nil, fmt.Errorf("%w: %s speaks ABI v%d; this host knows v%d", ErrPlugin, name, int32(v), ABIVersion)
 	}
-	pl, err := inst.call(ctx, "pagewire_info")
+	pl, err := inst.call("pagewire_info")
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +246,9 @@ func (m *Module) Info() sdk.Info { return m.info }
 // Close releases the runtime and every instance still open.
 func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
 
+// Tier reports how the module's calls are bounded in time.
+func (m *Module) Tier() Tier { return m.tier }
+
 // Inspection describes a module file.
 type Inspection struct {
 	File       string        `json:"file"`
@@ -192,6 +258,8 @@ type Inspection struct {
 	Method     string        `json:"method"`
 	Flag       uint32        `json:"flag"`
 	Raw        bool          `json:"raw"`
+	Tier       Tier          `json:"tier"`
+	WASI       bool          `json:"wasi"` // imports from wasi_snapshot_preview1
 	Imports    []string      `json:"imports"`
 	Exports    []string      `json:"exports"`
 	CompileDur time.Duration `json:"compile_ns"`
@@ -200,11 +268,13 @@ type Inspection struct {
 // Inspect describes the module.
 func (m *Module) Inspect() Inspection {
 	in := Inspection{File: m.name, Size: m.size, SHA256: hex.EncodeToString(m.sum[:]), ABI: ABIVersion,
-		Method: m.info.Name, Flag: m.info.Flag, Raw: m.info.Raw, CompileDur: m.compile}
+		Method: m.info.Name, Flag: m.info.Flag, Raw: m.info.Raw, CompileDur: m.compile, Tier: m.tier}
 	for _, f := range m.compiled.ImportedFunctions() {
 		mod, fn, _ := f.Import()
 		in.Imports = append(in.Imports, mod+"."+fn)
+		in.WASI = in.WASI || mod == wasi_snapshot_preview1.ModuleName
 	}
+	slices.Sort(in.Imports)
 	for name := range m.compiled.ExportedFunctions() {
 		in.Exports = append(in.Exports, name)
 	}
@@ -212,13 +282,36 @@ func (m *Module) Inspect() Inspection {
 	return in
 }
 
-// instance is one module instance: one channel's state.
+// instance is one module instance: one channel's state. Its calls run on
+// the goroutine that owns the channel, one at a time.
 type instance struct {
 	m    *Module
 	ch   int
 	mod  api.Module
 	fns  map[string]api.Function
 	dead error
+	// ctx is the context of every call: it carries the instance to check.
+	ctx      context.Context
+	stack    [8]uint64 // CallWithStack's parameters and results
+	deadline time.Time // of the running call
+	fired    bool      // check stopped the running call
+}
+
+type instanceKey struct{}
+
+// errStop is what check panics with to abort a call past its deadline;
+// wazero recovers it and the call returns an error.
+var errStop = errors.New("stopped by the host's watchdog at pagewire.check")
+
+// check is the host function pagewire.check: it aborts the calling
+// module's running call if that call is past its deadline. Cheap (one
+// clock read): the C plugins call it every 64 KiB of work.
+func check(ctx context.Context, _ api.Module, _ []uint64) {
+	in, _ := ctx.Value(instanceKey{}).(*instance)
+	if in != nil && !in.deadline.IsZero() && time.Now().After(in.deadline) {
+		in.fired = true
+		panic(errStop)
+	}
 }
 
 // logWriter forwards a module's output to the log, a line at a time.
@@ -251,13 +344,16 @@ func (m *Module) instantiate(ctx context.Context, ch int) (*instance, error) {
 		WithStartFunctions("_initialize").
 		WithStdout(out).WithStderr(out).
 		WithStdin(eofReader{})
-	ictx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+	inst := &instance{m: m, ch: ch, fns: make(map[string]api.Function)}
+	inst.ctx = context.WithValue(ctx, instanceKey{}, inst)
+	ictx, cancel := context.WithTimeout(inst.ctx, m.cfg.CallTimeout)
 	defer cancel()
+	inst.deadline = time.Now().Add(m.cfg.CallTimeout)
 	mod, err := m.rt.InstantiateModule(ictx, m.compiled, mc)
 	if err != nil {
 		return nil, m.errorf(ch, "instantiate: %v", err)
 	}
-	inst := &instance{m: m, ch: ch, mod: mod, fns: make(map[string]api.Function)}
+	inst.mod = mod
 	for name := range m.compiled.ExportedFunctions() {
 		inst.fns[name] = mod.ExportedFunction(name)
 	}
@@ -277,27 +373,35 @@ func (m *Module) errorf(ch int, format string, args ...any) error {
 }
 
 // call runs an export with the per-call deadline. Any failure kills the
-// instance.
-func (in *instance) call(ctx context.Context, name string, args ...uint64) (uint64, error) {
+// instance: it is closed and never called again.
+//
+// In the fast tier the deadline is the watchdog's alone (check), so a call
+// costs no goroutine, context or allocation; in the checked tier wazero
+// also watches a context with the same deadline.
+func (in *instance) call(name string, args ...uint64) (uint64, error) {
 	if in.dead != nil {
 		return 0, in.dead
 	}
-	cctx, cancel := context.WithTimeout(ctx, in.m.cfg.CallTimeout)
-	defer cancel()
-	res, err := in.fns[name].Call(cctx, args...)
+	fn := in.fns[name] // LoadBytes checked it exists and returns one result
+	ctx, cancel := in.ctx, context.CancelFunc(nil)
+	if in.m.tier == TierChecked {
+		ctx, cancel = context.WithTimeout(in.ctx, in.m.cfg.CallTimeout)
+		defer cancel()
+	}
+	copy(in.stack[:], args)
+	in.deadline = time.Now().Add(in.m.cfg.CallTimeout)
+	err := fn.CallWithStack(ctx, in.stack[:])
+	in.deadline = time.Time{}
 	if err != nil {
-		if cctx.Err() == context.DeadlineExceeded {
-			err = fmt.Errorf("no answer within %v", in.m.cfg.CallTimeout)
+		if in.fired || ctx.Err() == context.DeadlineExceeded {
+			in.dead = fmt.Errorf("%w: no answer within %v: %w", in.m.errorf(in.ch, "%s", name), in.m.cfg.CallTimeout, ErrDeadline)
+		} else {
+			in.dead = in.m.errorf(in.ch, "%s: %v", name, err)
 		}
-		in.dead = in.m.errorf(in.ch, "%s: %v", name, err)
 		in.mod.Close(context.Background())
 		return 0, in.dead
 	}
-	if len(res) != 1 {
-		in.dead = in.m.errorf(in.ch, "%s returned %d results", name, len(res))
-		return 0, in.dead
-	}
-	return res[0], nil
+	return in.stack[0], nil
 }
 
 // read returns a copy of the guest bytes named by ptr<<32|len.
@@ -314,12 +418,12 @@ func (in *instance) read(pl uint64) ([]byte, error) {
 }
 
 // result maps a negative ABI code to an error with the module's message.
-func (in *instance) result(ctx context.Context, op string, r int32) error {
+func (in *instance) result(op string, r int32) error {
 	if r >= 0 {
 		return nil
 	}
 	msg := ""
-	if pl, err := in.call(ctx, "pagewire_last_error"); err == nil {
+	if pl, err := in.call("pagewire_last_error"); err == nil {
 		if b, err := in.read(pl); err == nil {
 			msg = string(b)
 		}
@@ -363,7 +467,7 @@ func (m *Module) open(role int32, ch int, o sdk.Options) (*channel, error) {
 	payload := uint64(sdk.MaxPayload(o.PacketPages, o.PageSize))
 	c.inCap, c.outCap = uint32(max(pages, payload)), uint32(max(pages, payload))
 	for _, p := range []*uint32{&c.inPtr, &c.outPtr} {
-		r, err := in.call(ctx, "pagewire_alloc", uint64(c.inCap))
+		r, err := in.call("pagewire_alloc", uint64(c.inCap))
 		if err != nil {
 			in.mod.Close(ctx)
 			return nil, err
@@ -374,9 +478,9 @@ func (m *Module) open(role int32, ch int, o sdk.Options) (*channel, error) {
 		}
 		*p = uint32(r)
 	}
-	r, err := in.call(ctx, "pagewire_setup", uint64(role), uint64(ch), uint64(int64(o.Level)), uint64(o.PageSize), uint64(o.PacketPages))
+	r, err := in.call("pagewire_setup", uint64(role), uint64(ch), uint64(int64(o.Level)), uint64(o.PageSize), uint64(o.PacketPages))
 	if err == nil {
-		err = in.result(ctx, "pagewire_setup", int32(r))
+		err = in.result("pagewire_setup", int32(r))
 	}
 	if err != nil {
 		in.mod.Close(ctx)
@@ -407,9 +511,9 @@ func (c *channel) close() error {
 	if c.in.dead != nil {
 		return nil // already closed; its error was reported
 	}
-	r, err := c.in.call(c.ctx, "pagewire_cleanup")
+	r, err := c.in.call("pagewire_cleanup")
 	if err == nil {
-		err = c.in.result(c.ctx, "pagewire_cleanup", int32(r))
+		err = c.in.result("pagewire_cleanup", int32(r))
 	}
 	c.in.mod.Close(c.ctx)
 	c.in.dead = c.in.m.errorf(c.in.ch, "closed")
@@ -432,11 +536,11 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	for i, pg := range p.Pages {
 		copy(buf[i*c.pageSize:], pg)
 	}
-	r, err := c.in.call(c.ctx, "pagewire_prepare", uint64(c.inPtr), uint64(len(p.Pages)), uint64(c.outPtr), uint64(c.outCap))
+	r, err := c.in.call("pagewire_prepare", uint64(c.inPtr), uint64(len(p.Pages)), uint64(c.outPtr), uint64(c.outCap))
 	if err != nil {
 		return dst, err
 	}
-	if err := c.in.result(c.ctx, "pagewire_prepare", int32(r)); err != nil {
+	if err := c.in.result("pagewire_prepare", int32(r)); err != nil {
 		return dst, err
 	}
 	if uint32(r) > c.outCap {
@@ -467,11 +571,11 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	if !mem.Write(c.inPtr, payload) {
 		return c.in.m.errorf(c.in.ch, "input buffer outside memory")
 	}
-	res, err := c.in.call(c.ctx, "pagewire_recv", uint64(c.inPtr), uint64(len(payload)), uint64(c.outPtr), uint64(len(p.Pages)))
+	res, err := c.in.call("pagewire_recv", uint64(c.inPtr), uint64(len(payload)), uint64(c.outPtr), uint64(len(p.Pages)))
 	if err != nil {
 		return err
 	}
-	if err := c.in.result(c.ctx, "pagewire_recv", int32(res)); err != nil {
+	if err := c.in.result("pagewire_recv", int32(res)); err != nil {
 		return err
 	}
 	pages, ok := mem.Read(c.outPtr, uint32(n))

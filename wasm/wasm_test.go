@@ -26,8 +26,9 @@ import (
 
 var modules = map[string]string{} // name -> .wasm path
 
-// TestMain builds the built-in methods and the misbehaving test plugins
-// as Wasm modules, runs the tests, and checks no goroutine is left.
+// TestMain builds the built-in methods, the C-built codecs and the
+// misbehaving test plugins as Wasm modules, runs the tests, and checks no
+// goroutine is left.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pagewire-wasm")
 	if err != nil {
@@ -45,6 +46,22 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	modules["rle-c"] = filepath.Join(dir, "rle-c.wasm")
+	// The C-built codecs (fast tier); their library objects are cached
+	// across runs, so this is a link after the first time.
+	cmd = exec.Command("../scripts/build-c-plugins.sh", dir)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "scripts/build-c-plugins.sh: %v\n%s", err, b)
+		os.Exit(1)
+	}
+	modules["zstd-c"] = filepath.Join(dir, "zstd-c.wasm")
+	modules["lz4-c"] = filepath.Join(dir, "lz4-c.wasm")
+	modules["spin"] = filepath.Join(dir, "spin.wasm")
+	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
+		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["spin"], "testdata/spin/spin.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build testdata/spin: %v\n%s", err, b)
+		os.Exit(1)
+	}
 	builds["rle-go"] = "../examples/wasm-go"
 	for name, pkg := range builds {
 		out := filepath.Join(dir, name+".wasm")
@@ -183,13 +200,19 @@ func TestInterop(t *testing.T) {
 	}
 }
 
-// TestEngineTransfer moves an image with a Wasm zstd sender and a
-// built-in zstd receiver, and the other way round, through the engine.
+// TestEngineTransfer moves an image with a Wasm sender and a built-in
+// receiver, and the other way round, through the engine: the Go-built
+// zstd, and the C-built zstd and lz4 (whose bytes differ from the
+// built-in's but must decode to the same image).
 func TestEngineTransfer(t *testing.T) {
 	img := pagegen.Image(8<<20, 4096, 3)
-	w := load(t, "zstd", wasm.Config{})
-	b := builtin(t, "zstd")
-	for _, pair := range [][2]sdk.Method{{w, b}, {b, w}} {
+	var pairs [][2]sdk.Method
+	for _, c := range [][2]string{{"zstd", "zstd"}, {"zstd-c", "zstd"}, {"lz4-c", "lz4"}} {
+		w := load(t, c[0], wasm.Config{})
+		b := builtin(t, c[1])
+		pairs = append(pairs, [2]sdk.Method{w, b}, [2]sdk.Method{b, w})
+	}
+	for _, pair := range pairs {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		p := channelsPipe()

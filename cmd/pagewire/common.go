@@ -41,7 +41,7 @@ func isWasm(path string) (bool, error) {
 // loadPlugin loads a Wasm module with the Wasm host and anything else as
 // a go-plugin executable; closer releases it. pinSHA (hex) pins a
 // go-plugin binary's sha256.
-func loadPlugin(ctx context.Context, path, pinSHA string, trusted bool) (sdk.Method, func(), error) {
+func loadPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk.Method, func(), error) {
 	w, err := isWasm(path)
 	if err != nil {
 		return nil, nil, err
@@ -50,7 +50,7 @@ func loadPlugin(ctx context.Context, path, pinSHA string, trusted bool) (sdk.Met
 		if pinSHA != "" {
 			return nil, nil, usageError{fmt.Errorf("--plugin-sha256: %s is a Wasm module; pinning is for go-plugin executables", path)}
 		}
-		m, err := wasm.Load(ctx, path, wasm.Config{Trusted: trusted})
+		m, err := wasm.Load(ctx, path, wcfg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -81,6 +81,7 @@ type common struct {
 	progress bool
 	plugin   string
 	trusted  bool
+	strict   bool
 	pinSHA   string
 
 	loaded      sdk.Method // the --plugin method
@@ -97,7 +98,8 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
 	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a go-plugin --plugin whose sha256 is not HEX")
-	f.BoolVar(&c.trusted, "plugin-trusted", false, "run the --plugin without per-call deadline checks: 3-4x faster, but a plugin that loops forever hangs")
+	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a WASI --plugin without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs (modules without WASI never have them: sdk/ABI.md, Tiers)")
+	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, modules without WASI too: stoppable anywhere, 2.5-5x slower")
 }
 
 func (c *common) lookup() (sdk.Method, error) {
@@ -106,7 +108,7 @@ func (c *common) lookup() (sdk.Method, error) {
 	}
 	if c.plugin != "" {
 		if c.loaded == nil {
-			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, c.trusted)
+			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, wasm.Config{Trusted: c.trusted, Strict: c.strict})
 			if err != nil {
 				return nil, err
 			}

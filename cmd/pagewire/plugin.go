@@ -25,7 +25,7 @@ func pluginInspectCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
-		Short: "Show a plugin's ABI or protocol version, method, wire flag, size and sha256 (Wasm: imports, exports)",
+		Short: "Show a plugin's ABI or protocol version, method, wire flag, size and sha256 (Wasm: tier, imports, exports)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if w, err := isWasm(args[0]); err != nil {
@@ -58,6 +58,7 @@ func pluginInspectCmd() *cobra.Command {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "file     %s\nsize     %d bytes\nsha256   %s\nabi      v%d\nmethod   %s\nflag     %#04x\nraw      %v\ncompile  %v\n",
 				in.File, in.Size, in.SHA256, in.ABI, in.Method, in.Flag, in.Raw, in.CompileDur)
+			fmt.Fprintf(w, "tier     %s (%s)\n", in.Tier, tierNotes[in.Tier])
 			fmt.Fprintf(w, "imports  %d\n", len(in.Imports))
 			for _, i := range in.Imports {
 				fmt.Fprintf(w, "  %s\n", i)
@@ -73,8 +74,16 @@ func pluginInspectCmd() *cobra.Command {
 	return cmd
 }
 
+// tierNotes explains each tier in one line for plugin inspect (sdk/ABI.md
+// has the measurements).
+var tierNotes = map[wasm.Tier]string{
+	wasm.TierFast:    "imports nothing from WASI: runs without per-loop checks; a call past its deadline stops at its next pagewire.check",
+	wasm.TierChecked: "imports WASI: wazero checks the deadline at every loop header, stoppable anywhere, 2.5-5x slower",
+	wasm.TierTrusted: "imports WASI, trusted: no per-loop checks, stoppable only at pagewire.check",
+}
+
 func pluginTestCmd() *cobra.Command {
-	var trusted bool
+	var trusted, strict bool
 	cmd := &cobra.Command{
 		Use:   "test FILE",
 		Short: "Run the conformance kit (sdk/plugintest) against a Wasm or go-plugin plugin",
@@ -82,7 +91,7 @@ func pluginTestCmd() *cobra.Command {
 a PASS or FAIL line per check; exit 1 if any check fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, closer, err := loadPlugin(cmd.Context(), args[0], "", trusted)
+			m, closer, err := loadPlugin(cmd.Context(), args[0], "", wasm.Config{Trusted: trusted, Strict: strict})
 			if err != nil {
 				return err
 			}
@@ -104,6 +113,7 @@ a PASS or FAIL line per check; exit 1 if any check fails.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&trusted, "trusted", false, "run without per-call deadline checks (faster)")
+	cmd.Flags().BoolVar(&trusted, "trusted", false, "run a WASI module without per-loop deadline checks (faster)")
+	cmd.Flags().BoolVar(&strict, "strict", false, "run any Wasm module with per-loop deadline checks (slower, stoppable anywhere)")
 	return cmd
 }

@@ -34,9 +34,10 @@ func TestPluginCLI(t *testing.T) {
 		Method  string   `json:"method"`
 		Flag    uint32   `json:"flag"`
 		SHA256  string   `json:"sha256"`
+		Tier    string   `json:"tier"`
 		Exports []string `json:"exports"`
 	}
-	if err := json.Unmarshal(p.stdout.Bytes(), &in); err != nil || in.ABI != 1 || in.Method != "zstd" || in.Flag != 4 || len(in.SHA256) != 64 {
+	if err := json.Unmarshal(p.stdout.Bytes(), &in); err != nil || in.ABI != 1 || in.Method != "zstd" || in.Flag != 4 || len(in.SHA256) != 64 || in.Tier != "checked" {
 		t.Fatalf("inspect: %+v (%v): %s", in, err, p.stdout.String())
 	}
 
@@ -61,5 +62,31 @@ func TestPluginCLI(t *testing.T) {
 	p = start(t, "demo", "--plugin", bad)
 	if code := p.wait(t); code != 1 || !strings.Contains(p.stderr.String(), "pagewire: wasm plugin failed: bad.wasm") {
 		t.Errorf("bad plugin: exit %d: %s", code, p.stderr)
+	}
+}
+
+// TestPluginCLIFast: plugin inspect shows that the C-built zstd runs in
+// the fast tier, and plugin test passes it.
+func TestPluginCLIFast(t *testing.T) {
+	dir := t.TempDir()
+	if b, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-c-plugins.sh: %v\n%s", err, b)
+	}
+	mod := filepath.Join(dir, "zstd-c.wasm")
+	p := start(t, "plugin", "inspect", mod)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("inspect exited %d: %s", code, p.stderr)
+	}
+	if out := p.stdout.String(); !strings.Contains(out, "tier     fast (imports nothing from WASI") || !strings.Contains(out, "  pagewire.check\n") {
+		t.Errorf("inspect: %s", out)
+	}
+	for _, args := range [][]string{{"plugin", "test", mod}, {"plugin", "test", "--strict", mod}} {
+		p = start(t, args...)
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("%v exited %d: %s%s", args, code, p.stdout.String(), p.stderr)
+		}
+		if out := p.stdout.String(); !strings.Contains(out, "every conformance check passed") {
+			t.Errorf("%v: %s", args, out)
+		}
 	}
 }

@@ -15,6 +15,14 @@
 
 #define EXPORT(name) __attribute__((export_name(name)))
 
+/*
+ * The host's watchdog (sdk/ABI.md, "Tiers"): returns while the call is
+ * within its deadline, aborts it otherwise. This module imports nothing
+ * from WASI, so it runs in the fast tier, where these calls are the only
+ * points at which an overlong call can be stopped: make one every page.
+ */
+__attribute__((import_module("pagewire"), import_name("check"))) void check(void);
+
 enum { CODE_CORRUPT = -1, CODE_ARGUMENT = -2, CODE_MEMORY = -3 };
 
 static int32_t role, page_size, packet_pages;
@@ -73,6 +81,7 @@ int32_t prepare(uint8_t *pages, int32_t npages, uint8_t *out, int32_t cap) {
 	uint32_t sum = fnv1a(pages, total);
 	memcpy(out, &sum, 4); /* wasm is little-endian */
 	for (int32_t pg = 0; pg < npages; pg++) {
+		check();
 		const uint8_t *src = pages + (size_t)pg * (size_t)page_size;
 		size_t n = (size_t)page_size;
 		for (size_t i = 0; i < n;) {
@@ -110,7 +119,11 @@ int32_t recv(const uint8_t *in, int32_t in_len, uint8_t *pages, int32_t npages) 
 	size_t total = (size_t)npages * (size_t)page_size, n = 0, i = 4;
 	uint32_t sum;
 	memcpy(&sum, in, 4);
-	while (n < total) {
+	for (size_t next = 0; n < total;) {
+		if (n >= next) {
+			check();
+			next = n + (size_t)page_size;
+		}
 		if (i >= (size_t)in_len)
 			return fail(CODE_CORRUPT, "recv: payload ends before the pages");
 		unsigned c = in[i];

@@ -130,3 +130,30 @@ func (im Image) Load() ([]byte, error) {
 	cache.Store(im.Name, b)
 	return b, nil
 }
+
+// Packets cuts the non-zero pages of img (4096 bytes each) into packets
+// of up to 128 pages, in order, as the engine sends them, and returns
+// them with the number of pages. The packets are views of img.
+func Packets(img []byte) ([][][]byte, int) {
+	const ps = 4096
+	var out [][][]byte
+	var cur [][]byte
+	zero := make([]byte, ps)
+	n := 0
+	for off := 0; off+ps <= len(img); off += ps {
+		pg := img[off : off+ps]
+		if bytes.Equal(pg, zero) {
+			continue
+		}
+		n++
+		cur = append(cur, pg)
+		if len(cur) == 128 {
+			out = append(out, cur)
+			cur = nil
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out, n
+}
