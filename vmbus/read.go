@@ -292,3 +292,20 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 		}
 	}
 }
+
+// NextViewExt is NextView that also copies the packet's header extension
+// (the bytes between the descriptor and offset8) into ext and returns its
+// length; bytes beyond len(ext) are not copied. The stream framing of a
+// Channel carries its frame header there.
+func (r *Ring) NextViewExt(ext []byte) (d Descriptor, extLen int, first, second []byte, err error) {
+	d, err = r.Peek()
+	if err != nil {
+		return Descriptor{}, 0, nil, nil, err
+	}
+	extLen = int(d.Offset8)*8 - DescriptorSize
+	if n := min(extLen, len(ext)); n > 0 {
+		r.copyFrom(ext[:n], r.add(r.rd.priv, DescriptorSize))
+	}
+	d, first, second, err = r.NextView()
+	return d, extLen, first, second, err
+}
