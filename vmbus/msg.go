@@ -216,18 +216,18 @@ type GPADLTeardown struct{ Relid, GPADL uint32 }
 // GPADLTorndown is CHANNELMSG_GPADL_TORNDOWN.
 type GPADLTorndown struct{ GPADL uint32 }
 
-func (Initiate) Type() MsgType      { return MsgInitiateContact }
-func (VersionResponse) Type() MsgType       { return MsgVersionResponse }
-func (Offer) Type() MsgType         { return MsgOfferChannel }
-func (m RelidMsg) Type() MsgType       { return m.Kind }
-func (m BareMsg) Type() MsgType        { return m.Kind }
-func (OpenChannel) Type() MsgType          { return MsgOpenChannel }
-func (OpenResult) Type() MsgType    { return MsgOpenResult }
-func (GPADLHeader) Type() MsgType   { return MsgGPADLHeader }
-func (GPADLBody) Type() MsgType     { return MsgGPADLBody }
-func (GPADLCreated) Type() MsgType  { return MsgGPADLCreated }
-func (GPADLTeardown) Type() MsgType { return MsgGPADLTeardown }
-func (GPADLTorndown) Type() MsgType { return MsgGPADLTorndown }
+func (Initiate) Type() MsgType        { return MsgInitiateContact }
+func (VersionResponse) Type() MsgType { return MsgVersionResponse }
+func (Offer) Type() MsgType           { return MsgOfferChannel }
+func (m RelidMsg) Type() MsgType      { return m.Kind }
+func (m BareMsg) Type() MsgType       { return m.Kind }
+func (OpenChannel) Type() MsgType     { return MsgOpenChannel }
+func (OpenResult) Type() MsgType      { return MsgOpenResult }
+func (GPADLHeader) Type() MsgType     { return MsgGPADLHeader }
+func (GPADLBody) Type() MsgType       { return MsgGPADLBody }
+func (GPADLCreated) Type() MsgType    { return MsgGPADLCreated }
+func (GPADLTeardown) Type() MsgType   { return MsgGPADLTeardown }
+func (GPADLTorndown) Type() MsgType   { return MsgGPADLTorndown }
 
 // header appends the message header and returns the body's start.
 func header(b []byte, t MsgType, size int) ([]byte, []byte) {

@@ -16,16 +16,16 @@ type Status uint32
 
 // Post statuses.
 const (
-	StatusSuccess              Status = 0
-	StatusInsufficientMemory   Status = 11
-	StatusInvalidConnectionID  Status = 18
-	StatusInsufficientBuffers  Status = 19
-	postTries                         = 100
-	postFirstDelay                    = time.Microsecond
-	postDelayDoubleBelow              = 256 * time.Millisecond // 256,000 µs
-	postDelayCap                      = 262144 * time.Microsecond
-	defaultReplyTimeout               = 10 * time.Second
-	socketRetryStatusForBufferErrors  = StatusInsufficientBuffers
+	StatusSuccess                    Status = 0
+	StatusInsufficientMemory         Status = 11
+	StatusInvalidConnectionID        Status = 18
+	StatusInsufficientBuffers        Status = 19
+	postTries                               = 100
+	postFirstDelay                          = time.Microsecond
+	postDelayDoubleBelow                    = 256 * time.Millisecond // 256,000 µs
+	postDelayCap                            = 262144 * time.Microsecond
+	defaultReplyTimeout                     = 10 * time.Second
+	socketRetryStatusForBufferErrors        = StatusInsufficientBuffers
 )
 
 // Post errors, the seed's mapping of statuses (spec 3.10).
