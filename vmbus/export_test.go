@@ -41,3 +41,6 @@ type Counters struct {
 func (r *Ring) Counters() Counters {
 	return Counters{r.wr.blocks, r.rd.unmasks, r.rd.sleeps}
 }
+
+// PostRetry is the post retry policy with an injected sleep.
+var PostRetry = postRetry
