@@ -81,6 +81,9 @@ func NewGuest(ctx context.Context, uc *net.UnixConn, cfg GuestConfig) (*Guest, e
 		g.readLoop(g.handle)
 	}()
 	if err := g.connect(ctx); err != nil {
+		if f := g.failure(); f != nil {
+			err = f // the root cause: what the host sent, or that it went
+		}
 		g.fail(fmt.Errorf("%w: %v", ErrPeerGone, err))
 		g.wg.Wait()
 		return nil, err
