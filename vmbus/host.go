@@ -49,9 +49,10 @@ type Host struct {
 }
 
 type hostOffer struct {
-	offer     Offer
-	ch        *Channel
-	rescinded bool
+	offer      Offer
+	ch         *Channel
+	rescinded  bool
+	awaitClose bool // the host closed after the guest's end of stream; CLOSECHANNEL is due
 }
 
 type hostGPADL struct {
@@ -366,35 +367,46 @@ func isEventfd(fd int) bool {
 // ring already; the channel's writes fail and Read ends after draining.
 func (h *Host) onClose(relid uint32) error {
 	h.mu.Lock()
-	o, err := h.offer(MsgCloseChannel, relid)
+	o := h.offers[relid]
 	var ch *Channel
-	if err == nil {
+	ok := false
+	if o != nil {
 		ch = o.ch
+		switch {
+		case ch != nil:
+			o.ch = nil // the guest may open it again
+			ok = true
+		case o.awaitClose:
+			o.awaitClose = false
+			ok = true
+		case o.rescinded:
+			ok = true // the guest closed while the host rescinded
+		}
 	}
 	h.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if ch == nil {
+	if !ok {
 		return &MessageError{Type: MsgCloseChannel, Field: "child_relid", Value: uint64(relid), Err: errors.New("not open")}
 	}
-	ch.fail(fmt.Errorf("%w: the guest closed channel %d", ErrPeerGone, relid))
-	h.mu.Lock()
-	if o.ch == ch {
-		o.ch = nil // the guest may open it again
+	if ch != nil {
+		ch.fail(fmt.Errorf("%w: the guest closed channel %d", ErrPeerGone, relid))
 	}
-	h.mu.Unlock()
 	return nil
 }
 
-// closed is the host's part of a Channel's Close: a channel the guest has
-// not closed is rescinded, so that the guest's writers stop.
+// closed is the host's part of a Channel's Close (which holds the read
+// lock, so rfin is stable): a channel the guest has not closed is
+// rescinded, so that the guest's writers stop.
 func (h *Host) closed(o *hostOffer, c *Channel) {
 	h.mu.Lock()
-	rescind := o.ch == c && h.failure() == nil
+	rescind := false
 	if o.ch == c {
 		o.ch = nil
-		o.rescinded = true
+		if c.rfin { // the guest is closing it: CLOSECHANNEL follows its end of stream
+			o.awaitClose = true
+		} else {
+			o.rescinded = true
+			rescind = h.failure() == nil
+		}
 	}
 	h.mu.Unlock()
 	if rescind {
