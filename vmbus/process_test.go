@@ -27,6 +27,9 @@ const echoBytes = 3 << 20
 // peerMain runs a guest role and returns the exit code.
 func peerMain(env string) int {
 	role, path, _ := strings.Cut(env, ":")
+	if r, ok := strings.CutPrefix(role, "bench-"); ok {
+		return benchPeer(r, path)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g, err := vmbus.Dial(ctx, path, vmbus.GuestConfig{})
