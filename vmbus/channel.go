@@ -249,6 +249,14 @@ func (c *Channel) nextFrame() error {
 			timer.Stop()
 		}
 	}()
+	// The frame just consumed was a view into the ring: give its space
+	// back now (per frame, as hv_ringbuffer_read commits per packet).
+	if err := c.in.Commit(); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return net.ErrClosed
+		}
+		return c.errf("%w", err)
+	}
 	for {
 		select {
 		case <-c.done:
