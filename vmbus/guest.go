@@ -336,13 +336,18 @@ func (g *Guest) Open(ctx context.Context, relid uint32) (*Channel, error) {
 func (g *Guest) open(ctx context.Context, e *guestOffer, gpadl uint32, cfg ChannelConfig) (_ *Channel, err error) {
 	relid := e.offer.Relid
 	size := cfg.SendSize + cfg.RecvSize
-	fd, err := unix.MemfdCreate("pagewire-vmbus-ring", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("pagewire-vmbus-ring", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	// Sealed at its size: the host may map it without fearing SIGBUS.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, memfdSeals); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("memfd seals: %w", err)
 	}
 	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {

@@ -248,8 +248,11 @@ func (h *Host) gpadlComplete(handle uint32, g *hostGPADL) error {
 	var st unix.Stat_t
 	fd := g.fd
 	g.fd = -1
+	seals, serr := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size < int64(g.size) {
 		status = 1 // not a regular file of the size promised: mapping it could SIGBUS
+	} else if serr != nil || seals&unix.F_SEAL_SHRINK == 0 {
+		status = 3 // the guest could shrink it under our mapping: SIGBUS
 	} else if mem, err := unix.Mmap(fd, 0, int(g.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		status = 2
 	} else {
@@ -357,6 +360,11 @@ func (h *Host) pushAccept() {
 		}
 	}
 }
+
+// memfdSeals are the seals a guest puts on its ring memfd and the host
+// requires (F_SEAL_SHRINK): the file can never become shorter than the
+// host's mapping, whose pages would then SIGBUS.
+const memfdSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_SEAL
 
 func isEventfd(fd int) bool {
 	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))

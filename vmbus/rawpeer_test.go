@@ -230,11 +230,12 @@ func TestHostileHost(t *testing.T) {
 // connection; the host never maps what it must not.
 func TestHostileGuest(t *testing.T) {
 	memfd := func(size int) int {
-		fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
+		fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 		if err != nil {
 			t.Fatal(err)
 		}
 		unix.Ftruncate(fd, int64(size))
+		unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK)
 		return fd
 	}
 	pfns := func(n int) []uint64 {
@@ -296,6 +297,17 @@ func TestHostileGuest(t *testing.T) {
 			g.send(vmbus.GPADLHeader{Relid: 1, GPADL: 7, ByteCount: 4 * 4096, Pages: 4, PFNs: pfns(4)}, fd)
 			if m, _ := g.recv(false); m.(vmbus.GPADLCreated).Status == 0 {
 				t.Fatal("mapped a memfd smaller than the GPADL")
+			}
+			return nil
+		}, nil},
+		{"memfd not sealed against shrinking", func(g raw) error {
+			connect(g)
+			fd, _ := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
+			defer unix.Close(fd)
+			unix.Ftruncate(fd, 4*4096)
+			g.send(vmbus.GPADLHeader{Relid: 1, GPADL: 7, ByteCount: 4 * 4096, Pages: 4, PFNs: pfns(4)}, fd)
+			if m, _ := g.recv(false); m.(vmbus.GPADLCreated).Status == 0 {
+				t.Fatal("mapped a memfd the guest can shrink")
 			}
 			return nil
 		}, nil},
