@@ -97,7 +97,14 @@ type ChannelConfig struct {
 	// FrameSize is the largest stream frame's data. Default
 	// DefaultFrameSize, and at most what the smaller ring holds.
 	FrameSize int
+	// Spin is the rings' [Config].Spin: how long a blocked read or write
+	// keeps looking before it waits for a signal. Default DefaultSpin;
+	// negative: never.
+	Spin time.Duration
 }
+
+// DefaultSpin is the default [ChannelConfig].Spin.
+var DefaultSpin = 50 * time.Microsecond
 
 func (c ChannelConfig) withDefaults() (ChannelConfig, error) {
 	if c.SendSize == 0 {
@@ -113,6 +120,9 @@ func (c ChannelConfig) withDefaults() (ChannelConfig, error) {
 	}
 	if c.FrameSize == 0 {
 		c.FrameSize = DefaultFrameSize
+	}
+	if c.Spin == 0 {
+		c.Spin = DefaultSpin
 	}
 	limit := frameLimit(min(c.SendSize, c.RecvSize))
 	c.FrameSize = min(c.FrameSize, limit)
@@ -137,7 +147,7 @@ type wiring struct {
 }
 
 // newChannel attaches to outMem (written here) and inMem (read here).
-func newChannel(relid uint32, sub uint16, outMem, inMem []byte, frame int, w wiring, poll time.Duration) (*Channel, error) {
+func newChannel(relid uint32, sub uint16, outMem, inMem []byte, frame int, w wiring, poll, spin time.Duration) (*Channel, error) {
 	maxPkt := min(DescriptorSize+frameExt+frame, MaxPacketLen)
 	c := &Channel{relid: relid, sub: sub, dataReady: w.dataReady, spaceReady: w.spaceReady,
 		done: make(chan struct{}), poll: poll, frameMax: frame}
@@ -145,13 +155,13 @@ func newChannel(relid uint32, sub uint16, outMem, inMem []byte, frame int, w wir
 		c.poll = defaultPoll
 	}
 	var err error
-	c.out, err = NewRing(outMem, Config{MaxPacketSize: maxPkt, NotifyReader: w.signal, SpaceReady: w.spaceReady, PollInterval: poll})
+	c.out, err = NewRing(outMem, Config{MaxPacketSize: maxPkt, NotifyReader: w.signal, SpaceReady: w.spaceReady, PollInterval: poll, Spin: spin})
 	if err != nil {
 		return nil, fmt.Errorf("outbound ring: %w", err)
 	}
 	// The peer's frames may be as large as any packet: its frame size is
 	// its business, the ring checks bound it.
-	c.in, err = NewRing(inMem, Config{MaxPacketSize: MaxPacketLen, NotifyWriter: w.signal, DataReady: w.dataReady, PollInterval: poll})
+	c.in, err = NewRing(inMem, Config{MaxPacketSize: MaxPacketLen, NotifyWriter: w.signal, DataReady: w.dataReady, PollInterval: poll, Spin: spin})
 	if err != nil {
 		return nil, fmt.Errorf("inbound ring: %w", err)
 	}
@@ -526,10 +536,10 @@ func NewPipe(cfg ChannelConfig) (a, b *Channel, err error) {
 	bw := wiring{dataReady: make(chan struct{}, 1), spaceReady: make(chan struct{}, 1)}
 	aw.signal = fanout(bw)
 	bw.signal = fanout(aw)
-	if a, err = newChannel(1, 0, send, recv, cfg.FrameSize, aw, 0); err != nil {
+	if a, err = newChannel(1, 0, send, recv, cfg.FrameSize, aw, 0, cfg.Spin); err != nil {
 		return nil, nil, err
 	}
-	if b, err = newChannel(1, 0, recv, send, cfg.FrameSize, bw, 0); err != nil {
+	if b, err = newChannel(1, 0, recv, send, cfg.FrameSize, bw, 0, cfg.Spin); err != nil {
 		return nil, nil, err
 	}
 	return a, b, nil

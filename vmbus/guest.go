@@ -402,7 +402,7 @@ func (g *Guest) open(ctx context.Context, e *guestOffer, gpadl uint32, cfg Chann
 	w := wiring{dataReady: make(chan struct{}, 1), spaceReady: make(chan struct{}, 1)}
 	sig := &eventfdSignaler{fd: toHost}
 	w.signal = sig
-	ch, err := newChannel(relid, e.offer.SubChannelIndex, send, recv, cfg.FrameSize, w, 0)
+	ch, err := newChannel(relid, e.offer.SubChannelIndex, send, recv, cfg.FrameSize, w, 0, cfg.Spin)
 	if err != nil {
 		// Our own fresh rings: cannot fail unless the host scribbled.
 		sig.closeFd()

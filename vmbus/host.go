@@ -324,7 +324,7 @@ func (h *Host) onOpen(m OpenChannel, toHost, toGuest int) error {
 	sig := &eventfdSignaler{fd: toGuest}
 	w.signal = sig
 	// The host writes the guest's inbound ring and reads its outbound one.
-	ch, err := newChannel(m.Relid, o.offer.SubChannelIndex, mp.mem[send:], mp.mem[:send], DefaultFrameSize, w, 0)
+	ch, err := newChannel(m.Relid, o.offer.SubChannelIndex, mp.mem[send:], mp.mem[:send], DefaultFrameSize, w, 0, DefaultSpin)
 	if err != nil {
 		mp.unref()
 		return fail(1, nil) // bad ring headers: refuse the open, keep the connection

@@ -269,6 +269,7 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 		return err
 	}
 	var delay time.Duration
+	spun := r.cfg.Spin <= 0
 	for {
 		if r.rd.masked {
 			r.unmask()
@@ -280,6 +281,16 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 		if n > 0 {
 			r.BeginRead()
 			return nil
+		}
+		if !spun {
+			// Still "draining" for the writer: masked, it does not signal.
+			spun = true
+			r.BeginRead()
+			ok, err := r.spin(ctx, func() (bool, error) { n, err := r.Readable(); return n > 0, err })
+			if ok || err != nil {
+				return err // nil: data, and interrupt_mask is set as promised
+			}
+			continue // unmask, look again, then sleep
 		}
 		ready, d := r.cfg.DataReady, r.poll
 		if ready == nil {

@@ -3,6 +3,7 @@ package vmbus
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,6 +127,14 @@ type Config struct {
 	// for a writer whose ring lacks FeaturePendingSendSize, waits poll
 	// with a backoff from 8µs up to PollInterval (10ms if not positive).
 	PollInterval time.Duration
+
+	// Spin is how long a Read, WaitReadable or Write that would block keeps
+	// looking at the ring (yielding the processor in between) before it
+	// waits for a signal; 0 means not at all. The reader spins with
+	// interrupt_mask set and the writer before it stores pending_send_sz,
+	// so a peer caught while spinning is not signaled: between processes,
+	// a signal and the wake-up it causes cost tens of microseconds.
+	Spin time.Duration
 }
 
 const defaultPoll = 10 * time.Millisecond
@@ -344,6 +353,28 @@ func (r *Ring) wait(ctx context.Context, ready <-chan struct{}, t **time.Timer, 
 		return ErrClosed
 	}
 	return nil
+}
+
+// spin calls ready until it reports true or an error, the Ring is closed,
+// ctx is done or cfg.Spin has passed; false when it gave up.
+func (r *Ring) spin(ctx context.Context, ready func() (bool, error)) (bool, error) {
+	start := time.Now()
+	for i := 0; ; i++ {
+		ok, err := ready()
+		if ok || err != nil {
+			return ok, err
+		}
+		if r.closed.Load() {
+			return false, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if i&15 == 15 && time.Since(start) > r.cfg.Spin {
+			return false, nil
+		}
+		runtime.Gosched()
+	}
 }
 
 // backoff doubles a polling delay up to the ring's limit.
