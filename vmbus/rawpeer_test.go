@@ -3,6 +3,7 @@ package vmbus_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -414,5 +415,47 @@ func TestHostileGuest(t *testing.T) {
 				t.Fatal("host still up")
 			}
 		})
+	}
+}
+
+// TestGuestOldVersion: below WIN8_1 the guest closes without UNLOAD
+// (spec 3.4); an offer of the same interface with sub_channel_index 0 is
+// dropped, not taken for a second primary (spec 3.5).
+func TestGuestOldVersion(t *testing.T) {
+	gc, hc := seqpacketPair(t)
+	host := raw{t, hc}
+	defer hc.Close()
+	done := make(chan error, 1)
+	var g *vmbus.Guest
+	go func() {
+		var err error
+		g, err = vmbus.NewGuest(context.Background(), gc, vmbus.GuestConfig{Versions: []uint32{vmbus.VersionWin8}})
+		done <- err
+	}()
+	host.recv(false)
+	host.send(vmbus.VersionResponse{Supported: true})
+	host.recv(false) // REQUESTOFFERS
+	o := offers(1)
+	dup := o[1]
+	dup.Relid, dup.SubChannelIndex = 9, 0
+	host.send(o[0])
+	host.send(o[1])
+	host.send(dup)
+	host.send(vmbus.BareMsg{Kind: vmbus.MsgAllOffersDelivered})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Offers(); len(got) != 2 {
+		t.Fatalf("offers %+v", got)
+	}
+	if _, ok := g.Lookup(9); ok {
+		t.Fatal("a sub-channel offer with index 0 was kept")
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := hc.Read(make([]byte, 256)); n != 0 || err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("after close the host read %d bytes, %v; want EOF (no UNLOAD below WIN8_1)", n, err)
 	}
 }
