@@ -259,6 +259,7 @@ func (c *Channel) nextFrame() error {
 			timer.Stop()
 		}
 	}()
+	spun := c.in.cfg.Spin <= 0
 	// The frame just consumed was a view into the ring: give its space
 	// back now (per frame, as hv_ringbuffer_read commits per packet).
 	if err := c.in.Commit(); err != nil {
@@ -299,6 +300,28 @@ func (c *Channel) nextFrame() error {
 			return f // nothing left from a peer that is gone
 		}
 		ctx := c.rdl.context()
+		if !spun {
+			// Look for a while, masked, before paying for a signal.
+			spun = true
+			c.in.BeginRead()
+			_, err := c.in.spin(ctx, func() (bool, error) {
+				if c.failure() != nil {
+					return true, nil
+				}
+				n, err := c.in.Readable()
+				return n > 0, err
+			})
+			switch {
+			case err == nil:
+				continue // data, a gone peer, or time to sleep: look again unmasked
+			case errors.Is(err, ErrClosed):
+				return net.ErrClosed
+			case ctx.Err() != nil:
+				return deadlineErr(ctx)
+			default:
+				return c.errf("%w", err)
+			}
+		}
 		if timer == nil {
 			timer = time.NewTimer(c.poll)
 		} else {
