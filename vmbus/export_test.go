@@ -1,6 +1,9 @@
 package vmbus
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Test hooks.
 
@@ -44,3 +47,10 @@ func (r *Ring) Counters() Counters {
 
 // PostRetry is the post retry policy with an injected sleep.
 var PostRetry = postRetry
+
+// NewChannelOver is a Channel over the given rings with no signals and no
+// spinning, for fuzzing the stream framing over arbitrary ring memory.
+func NewChannelOver(out, in []byte) (*Channel, error) {
+	w := wiring{dataReady: make(chan struct{}, 1), spaceReady: make(chan struct{}, 1)}
+	return newChannel(1, 0, out, in, DefaultFrameSize, w, time.Millisecond, -1)
+}
