@@ -315,6 +315,12 @@ func (h *Host) onOpen(m OpenChannel, toHost, toGuest int) error {
 			h.mu.Unlock()
 			return fail(1, &MessageError{Type: MsgOpenChannel, Field: "fds", Value: uint64(fd), Err: errors.New("not an eventfd")})
 		}
+		// The guest chose the flags: a blocking eventfd would let it hang
+		// the host's signals (counter near its maximum) and the pump.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			h.mu.Unlock()
+			return fail(1, nil)
+		}
 	}
 	mp := g.mp
 	mp.ref()

@@ -2,6 +2,7 @@ package vmbus_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -246,6 +247,7 @@ func TestHostileGuest(t *testing.T) {
 		}
 		return p
 	}
+	hostCh := make(chan func(*vmbus.Host), 1) // a case's checks on the host side
 	efd := func() int { fd, _ := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); return fd }
 	type step func(g raw) error // returns the error the host must end with, or nil
 	connect := func(g raw) {
@@ -377,6 +379,39 @@ func TestHostileGuest(t *testing.T) {
 			}
 			return nil
 		}, nil},
+		{"blocking eventfd with a full counter", func(g raw) error {
+			connect(g)
+			h := gpadl(g, 4*4096)
+			a, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			b, _ := unix.Eventfd(0, unix.EFD_CLOEXEC)
+			defer unix.Close(a)
+			defer unix.Close(b)
+			var full [8]byte
+			binary.LittleEndian.PutUint64(full[:], 0xfffffffffffffffe)
+			unix.Write(b, full[:]) // the host's next signal would block
+			g.send(vmbus.OpenChannel{Relid: 1, OpenID: 1, GPADL: h, DownstreamOffset: 2}, a, b)
+			if m, _ := g.recv(false); m.(vmbus.OpenResult).Status != 0 {
+				t.Fatal("refused")
+			}
+			hostCh <- func(h *vmbus.Host) {
+				ch, err := h.Accept(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan struct{})
+				go func() {
+					ch.Write([]byte("signal")) // empty -> non-empty: signals
+					ch.Close()
+					close(done)
+				}()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the host's signal blocked on the guest's eventfd")
+				}
+			}
+			return nil
+		}, nil},
 		{"teardown of unknown gpadl", func(g raw) error {
 			connect(g)
 			g.send(vmbus.GPADLTeardown{Relid: 1, GPADL: 5})
@@ -398,6 +433,11 @@ func TestHostileGuest(t *testing.T) {
 			defer h.Close()
 			defer gc.Close()
 			c.run(raw{t, gc})
+			select {
+			case f := <-hostCh:
+				f(h)
+			default:
+			}
 			if c.want == nil {
 				select {
 				case <-h.Done():
