@@ -304,7 +304,7 @@ func (c *Channel) nextFrame() error {
 			// Look for a while, masked, before paying for a signal.
 			spun = true
 			c.in.BeginRead()
-			_, err := c.in.spin(ctx, func() (bool, error) {
+			_, err := c.in.spin(ctx, &c.in.rd.spin, func() (bool, error) {
 				if c.failure() != nil {
 					return true, nil
 				}

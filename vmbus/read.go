@@ -286,7 +286,7 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 			// Still "draining" for the writer: masked, it does not signal.
 			spun = true
 			r.BeginRead()
-			ok, err := r.spin(ctx, func() (bool, error) { n, err := r.Readable(); return n > 0, err })
+			ok, err := r.spin(ctx, &r.rd.spin, func() (bool, error) { n, err := r.Readable(); return n > 0, err })
 			if ok || err != nil {
 				return err // nil: data, and interrupt_mask is set as promised
 			}

@@ -137,7 +137,7 @@ func (r *Ring) Write(ctx context.Context, h Header, payload []byte) error {
 			// Look for a while before announcing the need: a reader that
 			// frees the space meanwhile has no reason to signal.
 			spun = true
-			ok, err := r.spin(ctx, func() (bool, error) {
+			ok, err := r.spin(ctx, &r.wr.spin, func() (bool, error) {
 				f, err := r.Writable()
 				return err == nil && f > int(total), err
 			})
