@@ -16,16 +16,18 @@ type Status uint32
 
 // Post statuses.
 const (
-	StatusSuccess                    Status = 0
-	StatusInsufficientMemory         Status = 11
-	StatusInvalidConnectionID        Status = 18
-	StatusInsufficientBuffers        Status = 19
-	postTries                               = 100
-	postFirstDelay                          = time.Microsecond
-	postDelayDoubleBelow                    = 256 * time.Millisecond // 256,000 µs
-	postDelayCap                            = 262144 * time.Microsecond
-	defaultReplyTimeout                     = 10 * time.Second
-	socketRetryStatusForBufferErrors        = StatusInsufficientBuffers
+	StatusSuccess             Status = 0
+	StatusInsufficientMemory  Status = 11
+	StatusInvalidConnectionID Status = 18
+	StatusInsufficientBuffers Status = 19
+)
+
+// The seed's retry policy and pagewire's reply bound.
+const (
+	postTries            = 100
+	postFirstDelay       = time.Microsecond
+	postDelayDoubleBelow = 256 * time.Millisecond // 256,000 µs
+	defaultReplyTimeout  = 10 * time.Second
 )
 
 // Post errors, the seed's mapping of statuses (spec 3.10).
@@ -91,7 +93,7 @@ func socketStatus(err error) (Status, error) {
 	case err == nil:
 		return StatusSuccess, nil
 	case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM), errors.Is(err, unix.EAGAIN):
-		return socketRetryStatusForBufferErrors, nil
+		return StatusInsufficientBuffers, nil
 	case errors.Is(err, unix.EPIPE), errors.Is(err, unix.ECONNRESET), errors.Is(err, net.ErrClosed):
 		return 0, fmt.Errorf("%w: %v", ErrPeerGone, err)
 	default:
