@@ -4,8 +4,10 @@
 // and every stream is a [net.Conn]: Close unblocks pending reads and
 // writes, and deadlines bound them.
 //
-// Addresses are written "tcp:HOST:PORT" and "unix:PATH". Nothing here
-// starts goroutines that outlive a call.
+// Addresses are written "tcp:HOST:PORT", "unix:PATH" and "vmbus:PATH" (VMBus
+// channels over shared memory, package channels/vmbus: the receiver offers
+// them on the unix socket PATH). Nothing here starts goroutines that
+// outlive a call, except a vmbus Listener's (see package channels/vmbus).
 package channels
 
 import (
@@ -16,6 +18,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+
+	"github.com/pagewire/pagewire/channels/vmbus"
 )
 
 // Dialer opens streams to one receiver.
@@ -26,21 +30,21 @@ type Dialer interface {
 // ErrAddress reports an address pagewire cannot parse.
 var ErrAddress = errors.New("bad address")
 
-// Parse splits "tcp:HOST:PORT" or "unix:PATH" into a network and address
-// for package net.
+// Parse splits "tcp:HOST:PORT", "unix:PATH" or "vmbus:PATH" into a
+// network and address (for tcp and unix, as package net takes them).
 func Parse(addr string) (network, address string, err error) {
 	network, address, ok := strings.Cut(addr, ":")
 	if !ok || address == "" {
-		return "", "", fmt.Errorf("%w %q: want tcp:HOST:PORT or unix:PATH", ErrAddress, addr)
+		return "", "", fmt.Errorf("%w %q: want tcp:HOST:PORT, unix:PATH or vmbus:PATH", ErrAddress, addr)
 	}
 	switch network {
 	case "tcp":
 		if _, _, err := net.SplitHostPort(address); err != nil {
 			return "", "", fmt.Errorf("%w %q: %v", ErrAddress, addr, err)
 		}
-	case "unix":
+	case "unix", "vmbus":
 	default:
-		return "", "", fmt.Errorf("%w %q: unknown transport %q, want tcp or unix", ErrAddress, addr, network)
+		return "", "", fmt.Errorf("%w %q: unknown transport %q, want tcp, unix or vmbus", ErrAddress, addr, network)
 	}
 	return network, address, nil
 }
@@ -52,14 +56,18 @@ func Listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if network == "unix" {
+	if network == "unix" || network == "vmbus" {
+		sock := map[string]string{"unix": "unix", "vmbus": "unixpacket"}[network]
 		if fi, err := os.Lstat(address); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, err := net.Dial("unix", address); err == nil {
+			if c, err := net.Dial(sock, address); err == nil {
 				c.Close()
 				return nil, fmt.Errorf("listen %s: a receiver is already listening there", addr)
 			}
 			os.Remove(address)
 		}
+	}
+	if network == "vmbus" {
+		return vmbus.Listen(address, vmbus.Config{})
 	}
 	return net.Listen(network, address)
 }
@@ -74,6 +82,9 @@ func NewDialer(addr string) (Dialer, error) {
 	network, address, err := Parse(addr)
 	if err != nil {
 		return nil, err
+	}
+	if network == "vmbus" {
+		return vmbus.NewDialer(address, vmbus.Config{}), nil
 	}
 	return netDialer{network, address}, nil
 }

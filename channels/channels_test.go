@@ -22,8 +22,10 @@ func TestParse(t *testing.T) {
 		{"tcp:127.0.0.1", "", "", "missing port"},
 		{"udp:1.2.3.4:5", "", "", `unknown transport "udp"`},
 		{"127.0.0.1:7000", "", "", `unknown transport "127.0.0.1"`},
-		{"unix:", "", "", "want tcp:HOST:PORT or unix:PATH"},
-		{"", "", "", "want tcp:HOST:PORT or unix:PATH"},
+		{"vmbus:/tmp/pw.sock", "vmbus", "/tmp/pw.sock", ""},
+		{"unix:", "", "", "want tcp:HOST:PORT, unix:PATH or vmbus:PATH"},
+		{"vmbus:", "", "", "want tcp:HOST:PORT, unix:PATH or vmbus:PATH"},
+		{"", "", "", "want tcp:HOST:PORT, unix:PATH or vmbus:PATH"},
 	} {
 		n, a, err := channels.Parse(c.in)
 		if c.err != "" {
@@ -72,7 +74,8 @@ func roundTrip(t *testing.T, ln net.Listener, d channels.Dialer) {
 
 func TestTransports(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "pw.sock")
-	for _, addr := range []string{"tcp:127.0.0.1:0", "unix:" + sock} {
+	vsock := filepath.Join(t.TempDir(), "pw-vmbus.sock")
+	for _, addr := range []string{"tcp:127.0.0.1:0", "unix:" + sock, "vmbus:" + vsock} {
 		ln, err := channels.Listen(addr)
 		if err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ package vmbus_test
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	"github.com/pagewire/pagewire/vmbus"
@@ -46,5 +47,28 @@ func TestRingAllocs(t *testing.T) {
 	}
 	if g.toReader.Count() == 0 {
 		t.Fatal("no signals on the measured path")
+	}
+}
+
+// A Channel's stream (frames through NewPipe, no deadlines set)
+// allocates nothing either.
+func TestChannelAllocs(t *testing.T) {
+	a, b, err := vmbus.NewPipe(vmbus.ChannelConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	src, dst := pattern(2, 5000), make([]byte, 5000)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := a.Write(src); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write/read", allocs)
 	}
 }

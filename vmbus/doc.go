@@ -2,6 +2,13 @@
 // protocol between two processes. A Ring allows one reader and one writer
 // goroutine; Close unblocks both and later calls return [ErrClosed].
 //
+// Layers, bottom up: [Ring] (one ring in shared memory), [Channel] (an
+// outbound and an inbound ring in one memfd, with eventfd signals, as a
+// framed [net.Conn]), and the connection protocol of spec/vmbus.md
+// section 3 over a unix SOCK_SEQPACKET socket: [Guest] (negotiates,
+// opens channels over memory it creates) and [Host] (answers, maps the
+// guest's memory, hands opened channels to Accept).
+//
 // # Ring
 //
 // A [Ring] is a view of one ring's shared memory, a plain []byte (usually an
@@ -46,4 +53,28 @@
 // is left as it was (read_index is not advanced), and nothing outside the
 // ring memory is read or written. The Ring does not remember the error; a
 // channel should treat it as fatal.
+//
+// # Connection
+//
+// A Guest and a Host each run one reader goroutine for the control socket,
+// started by [NewGuest] or [NewHost] and waited for by Close; every open
+// Channel has one more, which reads its eventfd and wakes the Channel's
+// reader and writer, stopped by the Channel's Close. Every message from the
+// peer is decoded by [ParseMessage] (lengths, types, relids: a
+// [*MessageError] matching [ErrBadMessage]) and then checked against the
+// connection's state (known relid and GPADL, right direction, descriptors
+// attached where the protocol passes them and nowhere else); a violation
+// ends the connection with that error and fails every channel. Waits for
+// replies are bounded ([GuestConfig].Timeout, [ErrTimeout]); the peer going
+// away (socket EOF, [ErrPeerGone]) fails every channel, whose Read still
+// returns what the ring holds first. Host-side mappings of the guest's
+// memfd stay valid until both the GPADL is torn down and the Channel is
+// closed; the guest seals the memfd against shrinking and the host refuses
+// one that is not sealed.
+//
+// Departures from the kernel, all in spec/vmbus.md section 5 unless said:
+// messages travel on the socket, memory and eventfds as SCM_RIGHTS; the
+// post retry policy (100 tries, 1 µs doubling to 262,144 µs) applies to
+// socket buffer shortage; bad messages end the connection instead of being
+// dropped; memfd seals (not in the spec).
 package vmbus

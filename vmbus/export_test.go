@@ -1,6 +1,9 @@
 package vmbus
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Test hooks.
 
@@ -40,4 +43,14 @@ type Counters struct {
 // Counters must be called when neither end is running.
 func (r *Ring) Counters() Counters {
 	return Counters{r.wr.blocks, r.rd.unmasks, r.rd.sleeps}
+}
+
+// PostRetry is the post retry policy with an injected sleep.
+var PostRetry = postRetry
+
+// NewChannelOver is a Channel over the given rings with no signals and no
+// spinning, for fuzzing the stream framing over arbitrary ring memory.
+func NewChannelOver(out, in []byte) (*Channel, error) {
+	w := wiring{dataReady: make(chan struct{}, 1), spaceReady: make(chan struct{}, 1)}
+	return newChannel(1, 0, out, in, DefaultFrameSize, w, time.Millisecond, -1)
 }

@@ -269,6 +269,7 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 		return err
 	}
 	var delay time.Duration
+	spun := r.cfg.Spin <= 0
 	for {
 		if r.rd.masked {
 			r.unmask()
@@ -281,6 +282,16 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 			r.BeginRead()
 			return nil
 		}
+		if !spun {
+			// Still "draining" for the writer: masked, it does not signal.
+			spun = true
+			r.BeginRead()
+			ok, err := r.spin(ctx, &r.rd.spin, func() (bool, error) { n, err := r.Readable(); return n > 0, err })
+			if ok || err != nil {
+				return err // nil: data, and interrupt_mask is set as promised
+			}
+			continue // unmask, look again, then sleep
+		}
 		ready, d := r.cfg.DataReady, r.poll
 		if ready == nil {
 			delay = r.backoff(delay)
@@ -291,4 +302,21 @@ func (r *Ring) WaitReadable(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// NextViewExt is NextView that also copies the packet's header extension
+// (the bytes between the descriptor and offset8) into ext and returns its
+// length; bytes beyond len(ext) are not copied. The stream framing of a
+// Channel carries its frame header there.
+func (r *Ring) NextViewExt(ext []byte) (d Descriptor, extLen int, first, second []byte, err error) {
+	d, err = r.Peek()
+	if err != nil {
+		return Descriptor{}, 0, nil, nil, err
+	}
+	extLen = int(d.Offset8)*8 - DescriptorSize
+	if n := min(extLen, len(ext)); n > 0 {
+		r.copyFrom(ext[:n], r.add(r.rd.priv, DescriptorSize))
+	}
+	d, first, second, err = r.NextView()
+	return d, extLen, first, second, err
 }

@@ -126,10 +126,24 @@ func (r *Ring) tryWrite(h Header, payload []byte) (uint32, error) {
 // closed (ErrClosed). pending_send_sz is cleared before it returns.
 func (r *Ring) Write(ctx context.Context, h Header, payload []byte) error {
 	var delay time.Duration
+	spun := r.cfg.Spin <= 0
 	for {
 		total, err := r.tryWrite(h, payload)
 		if err != ErrWouldBlock {
 			r.clearPending()
+			return err
+		}
+		if !r.wr.pendingSet && !spun {
+			// Look for a while before announcing the need: a reader that
+			// frees the space meanwhile has no reason to signal.
+			spun = true
+			ok, err := r.spin(ctx, &r.wr.spin, func() (bool, error) {
+				f, err := r.Writable()
+				return err == nil && f > int(total), err
+			})
+			if ok || err == nil {
+				continue
+			}
 			return err
 		}
 		if !r.wr.pendingSet {

@@ -137,7 +137,8 @@ func fileSHA(t *testing.T, path string) string {
 }
 
 // TestSendRecv sends a corpus image between two pagewire processes over
-// tcp and unix; the received file is the image, and both print JSON.
+// tcp, unix and vmbus (rings in shared memory); the received file is the
+// image, and both print JSON.
 func TestSendRecv(t *testing.T) {
 	images, err := corpus.List()
 	if err != nil {
@@ -149,7 +150,8 @@ func TestSendRecv(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := filepath.Join(dir, im.File)
-	for _, listen := range []string{"tcp:127.0.0.1:0", "unix:" + filepath.Join(t.TempDir(), "pw.sock")} {
+	for _, listen := range []string{"tcp:127.0.0.1:0", "unix:" + filepath.Join(t.TempDir(), "pw.sock"),
+		"vmbus:" + filepath.Join(t.TempDir(), "pw-vmbus.sock")} {
 		t.Run(strings.SplitN(listen, ":", 2)[0], func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
 			r, addr := startRecv(t, "recv", "--listen", listen, "--out", out, "--json")

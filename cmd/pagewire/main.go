@@ -27,7 +27,8 @@ func main() {
 wire format: packets of up to 128 pages, zero pages as offsets only, one
 compression method per transfer.
 
-Addresses are written tcp:HOST:PORT or unix:PATH.`,
+Addresses are written tcp:HOST:PORT, unix:PATH or vmbus:PATH (VMBus rings in
+shared memory, offered by the receiver on the unix socket PATH).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

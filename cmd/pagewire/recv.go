@@ -104,7 +104,7 @@ otherwise the receiver follows the sender.`,
 	}
 	c.register(cmd)
 	l.register(cmd, false, false)
-	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT or unix:PATH (required)")
+	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT, unix:PATH or vmbus:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the received image to (required)")
 	return cmd
 }

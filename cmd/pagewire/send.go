@@ -86,7 +86,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 	}
 	c.register(cmd)
 	l.register(cmd, false, true)
-	cmd.Flags().StringVar(&to, "to", "", "receiver address, tcp:HOST:PORT or unix:PATH (required)")
+	cmd.Flags().StringVar(&to, "to", "", "receiver address, tcp:HOST:PORT, unix:PATH or vmbus:PATH (required)")
 	cmd.Flags().StringVar(&block, "block", "pc.ram", "name of the RAM block the image is")
 	cmd.Flags().StringVar(&dialect, "dialect", "10.0", "multifd dialect: 10.0 (zero pages as offsets in packets) or 7.2 (zero pages on the control channel)")
 	return cmd
