@@ -7,6 +7,8 @@ BENCHTIME ?= 5x
 # The vmbus benchmarks move single packets: 5 of them measure nothing.
 VMBUS_BENCHTIME ?= 1s
 COUNT     ?= 1
+# BenchmarkGateway migrates a 1 GiB guest 15 times per iteration.
+GW_BENCHTIME ?= 1x
 BIN       := bin
 
 .PHONY: default setup build demo test lint check bench fuzz clean
@@ -49,8 +51,9 @@ check: lint test
 # Side-by-side benchmarks: each compares pagewire with its baseline in the
 # same run (see the benchmark's doc comment). COUNT=10 for benchstat.
 bench: setup
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count $(COUNT) $$($(GO) list ./... | grep -v 'pagewire/vmbus$$')
+	$(GO) test -run '^$$' -bench . -skip 'BenchmarkGateway' -benchtime $(BENCHTIME) -count $(COUNT) $$($(GO) list ./... | grep -v 'pagewire/vmbus$$')
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBUS_BENCHTIME) -count $(COUNT) ./vmbus
+	$(GO) test -run '^$$' -bench 'BenchmarkGateway' -benchtime $(GW_BENCHTIME) -count $(COUNT) -timeout 60m ./cmd/pagewire
 
 fuzz: setup
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

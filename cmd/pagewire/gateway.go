@@ -105,7 +105,16 @@ leg fails the migration: the source sees its connections close.`,
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
 			g := &gatewayIn{link: d, cfg: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout}}
+			pctx, cancel := context.WithCancel(cmd.Context())
+			wait := c.showProgress(pctx, "gateway-in", g.total.Load, func() core.Stats {
+				if s := g.link2.Load(); s != nil {
+					return s.Stats()
+				}
+				return core.Stats{}
+			})
 			st, err := g.run(cmd.Context(), ln, core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout})
+			cancel()
+			wait()
 			if err != nil {
 				return err
 			}
@@ -132,10 +141,12 @@ type gatewayIn struct {
 
 	uuid [16]byte // the source's
 
-	q    *core.QEMUReceiver
-	mem  core.Memory
-	snd  *core.Sender
-	stop func() // stops watching snd
+	q     *core.QEMUReceiver
+	mem   core.Memory
+	snd   *core.Sender
+	stop  func()                      // stops watching snd
+	link2 atomic.Pointer[core.Sender] // snd, for the progress line
+	total atomic.Int64                // guest RAM bytes
 }
 
 // watch cancels ctx with the sender's error as soon as it fails; stop
@@ -160,6 +171,7 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 	qcfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
 		mem, err := core.Alloc(blocks)
 		g.mem = mem
+		g.total.Store(ramBytes(blocks))
 		return mem, err
 	}
 	qcfg.OnSync = func(p *core.SyncPoint) error { return g.sync(ctx, cancel, p) }
@@ -205,6 +217,7 @@ func (g *gatewayIn) sync(ctx context.Context, cancel context.CancelCauseFunc, p 
 			return fmt.Errorf("link: %w", err)
 		}
 		g.snd = s
+		g.link2.Store(s)
 		// A failed link fails the source's side at once, not at the
 		// next sync point.
 		g.stop = watch(s, cancel, "link")
@@ -285,7 +298,16 @@ destination sees its connections close before the end of the stream.`,
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
 			g := &gatewayOut{dest: d, cfg: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout}}
 			cfg.Timeout = c.timeout
+			pctx, cancel := context.WithCancel(cmd.Context())
+			wait := c.showProgress(pctx, "gateway-out", g.total.Load, func() core.Stats {
+				if r := g.r.Load(); r != nil {
+					return r.Stats()
+				}
+				return core.Stats{}
+			})
 			st, err := g.run(cmd.Context(), ln, cfg)
+			cancel()
+			wait()
 			if err != nil {
 				return err
 			}
@@ -315,6 +337,8 @@ type gatewayOut struct {
 	stop    func()
 	markers atomic.Uint64 // main-stream chunks written, each ending at a marker
 	early   []byte        // the first chunk, when it came before the hello
+	r       atomic.Pointer[core.Receiver]
+	total   atomic.Int64 // guest RAM bytes
 }
 
 func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.ReceiverConfig) (core.Stats, error) {
@@ -323,6 +347,7 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 	cfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
 		mem, err := core.Alloc(blocks)
 		g.mem = mem
+		g.total.Store(ramBytes(blocks))
 		return mem, err
 	}
 	var mu sync.Mutex // device-state blobs come from any link channel
@@ -333,6 +358,7 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 	}
 	cfg.OnSync = g.sync
 	r := core.NewReceiver(cfg)
+	g.r.Store(r)
 	_, err := r.Receive(ctx, ln)
 	mu.Lock()
 	defer mu.Unlock()
@@ -450,4 +476,12 @@ func (g *gatewayOut) sync(p *core.SyncPoint) error {
 		}
 	}
 	return nil
+}
+
+func ramBytes(blocks []core.BlockInfo) int64 {
+	var n int64
+	for _, b := range blocks {
+		n += int64(b.Size)
+	}
+	return n
 }

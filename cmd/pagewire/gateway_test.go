@@ -29,7 +29,7 @@ type gwCase struct {
 
 // freePort returns a loopback TCP port nobody listens on (QEMU's
 // -incoming needs a number).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +52,7 @@ type gwRig struct {
 
 // newRig starts the destination QEMU (listening for the migration) and
 // the source QEMU (paused, its RAM the first corpus image).
-func newRig(t *testing.T, c gwCase) *gwRig {
+func newRig(t testing.TB, c gwCase) *gwRig {
 	t.Helper()
 	images, err := corpus.List()
 	if err != nil {
@@ -66,7 +66,7 @@ func newRig(t *testing.T, c gwCase) *gwRig {
 }
 
 // newRigWith starts the QEMUs with RAM img, srcArgs and dstArgs.
-func newRigWith(t *testing.T, c gwCase, img []byte, srcArgs, dstArgs []string) *gwRig {
+func newRigWith(t testing.TB, c gwCase, img []byte, srcArgs, dstArgs []string) *gwRig {
 	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -114,7 +114,7 @@ func newRigWith(t *testing.T, c gwCase, img []byte, srcArgs, dstArgs []string) *
 
 // gateways starts gateway-out, then gateway-in pointed at linkAddr(the
 // gateway-out's address), and returns gateway-in's address.
-func (g *gwRig) gateways(t *testing.T, c gwCase, outTLS, inTLS []string, linkAddr func(string) string) string {
+func (g *gwRig) gateways(t testing.TB, c gwCase, outTLS, inTLS []string, linkAddr func(string) string) string {
 	t.Helper()
 	args := append([]string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", fmt.Sprintf("tcp:127.0.0.1:%d", g.dstPort),
 		"--qemu-channels", fmt.Sprint(c.qemuChannels), "--qemu-method", c.dstMethod, "--json"}, outTLS...)
@@ -136,7 +136,7 @@ func (g *gwRig) clientTLS() []string {
 }
 
 // migrationStatus is query-migrate's status and error.
-func migrationStatus(t *testing.T, q *qmp) (string, string) {
+func migrationStatus(t testing.TB, q *qmp) (string, string) {
 	var st struct {
 		Status string `json:"status"`
 		Error  string `json:"error-desc"`
@@ -146,7 +146,7 @@ func migrationStatus(t *testing.T, q *qmp) (string, string) {
 }
 
 // waitMigration polls q until the migration is no longer active.
-func waitMigration(t *testing.T, q *qmp, within time.Duration) (string, string) {
+func waitMigration(t testing.TB, q *qmp, within time.Duration) (string, string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -10,7 +10,7 @@ import (
 )
 
 // buildWasm builds the zstd method as a Wasm plugin for the CLI tests.
-func buildWasm(t *testing.T) string {
+func buildWasm(t testing.TB) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "zstd.wasm")
 	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../../plugins/zstd/plugin")
