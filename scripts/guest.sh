@@ -8,7 +8,16 @@ out=build/guest
 if [ -s "$out/vmlinuz" ] && [ -x "$out/busybox" ]; then
 	exit 0
 fi
-kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -1)"
+kernel_pkg() {
+	apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -1
+}
+kpkg="$(kernel_pkg)"
+if [ -z "$kpkg" ]; then
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
+	kpkg="$(kernel_pkg)"
+fi
 if [ -z "$kpkg" ]; then
 	echo "guest: cannot tell which kernel package linux-image-amd64 is (apt-get update?)" >&2
 	exit 1
