@@ -12,19 +12,20 @@ import "sync/atomic"
 // and dropped. The claims are cleared each time every channel has met at
 // a SYNC.
 type dstBlock struct {
+	name    string
 	data    []byte
 	claimed []atomic.Uint64
 	fwd     []atomic.Uint64 // pages written since the last OnSync, if tracked
 	shift   uint            // log2 of the page size
 }
 
-func newDstBlock(data []byte, pageSize int) *dstBlock {
+func newDstBlock(name string, data []byte, pageSize int) *dstBlock {
 	shift := uint(0)
 	for 1<<shift < pageSize {
 		shift++
 	}
 	pages := len(data) >> shift
-	return &dstBlock{data: data, claimed: make([]atomic.Uint64, (pages+63)/64), shift: shift}
+	return &dstBlock{name: name, data: data, claimed: make([]atomic.Uint64, (pages+63)/64), shift: shift}
 }
 
 // claim reports whether the caller is the first, since the last SYNC, to

@@ -63,6 +63,13 @@ type ReceiverConfig struct {
 	// wait there (see [SyncPoint]); an error fails the transfer. It
 	// blocks the whole transfer while it runs.
 	OnSync func(*SyncPoint) error
+	// OnPages, when not nil, is called from the channel goroutines
+	// (concurrently) with the offsets of every packet's pages, normal and
+	// zero, once they are in memory; offs is valid only during the call.
+	// A page is reported once per sync interval, by the channel that wrote
+	// it, so a gateway can forward pages as they land rather than at the
+	// sync point; then [SyncPoint.Pages] reports nothing.
+	OnPages func(block string, offs []uint64)
 	// MaxDeviceState bounds one blob; 0 is 256 MiB.
 	MaxDeviceState int
 	// Timeout bounds every single read once the transfer runs; 0 means no

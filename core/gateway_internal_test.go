@@ -20,11 +20,19 @@ import (
 // interval, and the hooks' Main plus MainTail are the main stream.
 func TestQEMUSenderRelay(t *testing.T) {
 	for _, d := range []Dialect{Dialect72, Dialect10} {
-		t.Run(string(d), func(t *testing.T) { testQEMUSenderRelay(t, d) })
+		for _, eager := range []bool{false, true} {
+			name := string(d) + "/at-sync"
+			if eager {
+				name = string(d) + "/OnPages"
+			}
+			t.Run(name, func(t *testing.T) { testQEMUSenderRelay(t, d, eager) })
+		}
 	}
 }
 
-func testQEMUSenderRelay(t *testing.T, dialect Dialect) {
+// With eager, the pages come from OnPages as they land (and Pages
+// reports none); the sets per interval are the same.
+func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 	rng := rand.New(rand.NewPCG(1, uint64(len(dialect))))
 	src := Blocks{}
 	for _, b := range qfBlocks {
@@ -91,13 +99,29 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect) {
 		mu       sync.Mutex
 		seenMain []byte
 		seenPgs  [][]uint64
+		landed   []uint64 // OnPages since the last sync point
 	)
-	q := NewQEMUReceiver(QEMUConfig{Channels: 2, Dialect: dialect, OnSync: func(p *SyncPoint) error {
+	cfg := QEMUConfig{Channels: 2, Dialect: dialect}
+	if eager {
+		cfg.OnPages = func(block string, offs []uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			if block == "pc.ram" {
+				landed = append(landed, offs...)
+			}
+		}
+	}
+	cfg.OnSync = func(p *SyncPoint) error {
 		mu.Lock()
 		defer mu.Unlock()
 		seenMain = append(seenMain, p.Main()...)
-		var offs []uint64
+		offs := landed
+		slices.Sort(offs)
+		landed = nil
 		err := p.Pages(func(block string, o []uint64) error {
+			if eager {
+				return fmt.Errorf("Pages reported %d pages with OnPages set", len(o))
+			}
 			if block != "pc.ram" {
 				return fmt.Errorf("pages of block %q", block)
 			}
@@ -106,7 +130,8 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect) {
 		})
 		seenPgs = append(seenPgs, offs)
 		return err
-	}})
+	}
+	q := NewQEMUReceiver(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	type result struct {

@@ -38,6 +38,9 @@ type QEMUConfig struct {
 	// main stream up to the marker (see [SyncPoint]). After Receive the
 	// rest of the stream is [QEMUReceiver.MainTail].
 	OnSync func(*SyncPoint) error
+	// OnPages, when not nil, sees the pages of every multifd packet once
+	// they are in memory (see [ReceiverConfig].OnPages).
+	OnPages func(block string, offs []uint64)
 	// HandshakeTimeout bounds the wait for the main channel and every
 	// multifd channel; 0 is 30s.
 	HandshakeTimeout time.Duration
@@ -131,7 +134,7 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	if q.cfg.Channels < 1 || q.cfg.Channels > wire.MaxChannels {
 		return nil, fmt.Errorf("qemu: %d multifd channels, want 1..%d", q.cfg.Channels, wire.MaxChannels)
 	}
-	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true, onSync: q.cfg.OnSync}
+	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true, onSync: q.cfg.OnSync, onPages: q.cfg.OnPages}
 	var wg sync.WaitGroup
 	defer t.begin(ctx, &wg)()
 
@@ -290,8 +293,8 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 		if !ok || uint64(len(data)) != in.Size {
 			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(data), in.Size)
 		}
-		t.blocks[in.Name] = newDstBlock(data, DefaultPageSize)
-		if t.onSync != nil {
+		t.blocks[in.Name] = newDstBlock(in.Name, data, DefaultPageSize)
+		if t.onSync != nil && t.onPages == nil {
 			t.blocks[in.Name].track()
 		}
 	}

@@ -70,6 +70,8 @@ type transfer struct {
 	// onSync is the OnSync hook, and mainChunk (QEMU) what its Main is.
 	onSync    func(*SyncPoint) error
 	mainChunk func() []byte
+	onPages   func(block string, offs []uint64)
+	ctlLanded []uint64 // the control channel's zero pages, for onPages
 }
 
 type recvChan struct {
@@ -85,8 +87,9 @@ type recvChan struct {
 	payload []byte
 	blob    []byte
 	sp      sdk.Packet
-	mine    []bool // per normal page of the packet: this channel claimed it
-	scratch []byte // where pages another channel claimed are decoded
+	mine    []bool   // per normal page of the packet: this channel claimed it
+	landed  []uint64 // pages this packet wrote, for OnPages
+	scratch []byte   // where pages another channel claimed are decoded
 }
 
 var errFinished = errors.New("transfer finished")
@@ -106,7 +109,7 @@ type arrival struct {
 // or the transfer failed; it returns only after every goroutine it
 // started has returned and every connection is closed.
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
-	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync}
+	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
 	var wg sync.WaitGroup
 	defer t.begin(ctx, &wg)()
 
@@ -400,8 +403,8 @@ func (t *transfer) setup() error {
 		if uint64(len(data)) != b.Size {
 			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
-		t.blocks[b.Name] = newDstBlock(data, h.PageSize)
-		if t.onSync != nil {
+		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize)
+		if t.onSync != nil && t.onPages == nil {
 			t.blocks[b.Name].track()
 		}
 	}
@@ -553,12 +556,20 @@ func (t *transfer) zeroPages(body []byte) error {
 		if off%ps != 0 || off >= uint64(len(blk.data)) {
 			return fmt.Errorf("%w: zero page at %#x of block %q (%d bytes): not page aligned or beyond the block", ErrBadControl, off, name, len(blk.data))
 		}
-		if pg := blk.data[off : off+ps]; blk.claim(off) && !IsZero(pg) {
+		claimed := blk.claim(off)
+		if pg := blk.data[off : off+ps]; claimed && !IsZero(pg) {
 			clear(pg)
 		}
 		blk.mark(off)
+		if claimed && t.onPages != nil {
+			t.ctlLanded = append(t.ctlLanded, off)
+		}
 	}
 	t.r.ctlZero.Add(uint64(n))
+	if len(t.ctlLanded) > 0 {
+		t.onPages(blk.name, t.ctlLanded)
+		t.ctlLanded = t.ctlLanded[:0]
+	}
 	return nil
 }
 
@@ -727,9 +738,16 @@ func (c *recvChan) ram() error {
 				return c.errf("%w: offset %#x beyond block %q of %d bytes", ErrBadPacket, off, rh.Block, len(data))
 			}
 		}
+		c.landed = c.landed[:0]
 		for _, off := range rh.Offsets[normal:] {
-			if pg := data[off : off+uint64(ps)]; blk.claim(off) && !IsZero(pg) {
+			if !blk.claim(off) {
+				continue // another channel wrote it in this interval
+			}
+			if pg := data[off : off+uint64(ps)]; !IsZero(pg) {
 				clear(pg)
+			}
+			if t.onPages != nil {
+				c.landed = append(c.landed, off)
 			}
 		}
 		if blk.fwd != nil {
@@ -739,6 +757,16 @@ func (c *recvChan) ram() error {
 		}
 		if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {
 			return err
+		}
+		if t.onPages != nil {
+			// Only the pages this channel wrote: a page another channel
+			// claimed may still be being written there.
+			for i, off := range rh.Offsets[:normal] {
+				if c.mine[i] {
+					c.landed = append(c.landed, off)
+				}
+			}
+			t.onPages(blk.name, c.landed)
 		}
 		c.ctr.packets.Add(1)
 		c.ctr.normal.Add(uint64(normal))

@@ -28,7 +28,8 @@ const pagesPerCall = 1024
 // reused after fn returns. Pages forgets the pages it reports; a QEMU
 // source's main-stream page records are not among them (they travel in
 // [SyncPoint.Main]). It reports nothing unless the hook was set when
-// the transfer started.
+// the transfer started, and nothing when an OnPages hook sees the pages
+// as they land instead.
 func (p *SyncPoint) Pages(fn func(block string, offs []uint64) error) error {
 	t := p.t
 	names := make([]string, 0, len(t.blocks))

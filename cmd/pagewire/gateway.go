@@ -145,6 +145,7 @@ type gatewayIn struct {
 	mem   core.Memory
 	snd   *core.Sender
 	stop  func()                      // stops watching snd
+	fwd   *forwarder                  // pages to snd as they land
 	link2 atomic.Pointer[core.Sender] // snd, for the progress line
 	total atomic.Int64                // guest RAM bytes
 }
@@ -175,9 +176,15 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 		return mem, err
 	}
 	qcfg.OnSync = func(p *core.SyncPoint) error { return g.sync(ctx, cancel, p) }
+	g.fwd = newForwarder(g.link2.Load)
+	qcfg.OnPages = g.fwd.pages
 	g.uuid = qcfg.UUID
 	g.q = core.NewQEMUReceiver(qcfg)
 	_, err := g.q.Receive(ctx, ln)
+	if ferr := g.fwd.drain(); err == nil && g.snd != nil {
+		err = ferr
+	}
+	g.fwd.stop()
 	if g.stop != nil {
 		g.stop()
 	}
@@ -226,9 +233,8 @@ func (g *gatewayIn) sync(ctx context.Context, cancel context.CancelCauseFunc, p 
 			return err
 		}
 	}
-	err := p.Pages(func(block string, offs []uint64) error { return g.snd.SendPages(block, offs) })
-	if err != nil {
-		return err
+	if err := g.fwd.drain(); err != nil {
+		return fmt.Errorf("link: %w", err)
 	}
 	if err := g.snd.SendDeviceState(gwMain, uint32(p.N), bytes.Clone(p.Main())); err != nil {
 		return err
@@ -335,8 +341,10 @@ type gatewayOut struct {
 	mem     core.Memory
 	qs      *core.Sender // to the destination, from the hello on
 	stop    func()
-	markers atomic.Uint64 // main-stream chunks written, each ending at a marker
-	early   []byte        // the first chunk, when it came before the hello
+	markers atomic.Uint64               // main-stream chunks written, each ending at a marker
+	early   []byte                      // the first chunk, when it came before the hello
+	qsp     atomic.Pointer[core.Sender] // qs, for the forwarder
+	fwd     *forwarder                  // pages to qs as they land
 	r       atomic.Pointer[core.Receiver]
 	total   atomic.Int64 // guest RAM bytes
 }
@@ -357,11 +365,17 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 		return g.deviceState(ctx, cancel, idstr, instance, blob)
 	}
 	cfg.OnSync = g.sync
+	g.fwd = newForwarder(g.qsp.Load)
+	cfg.OnPages = g.fwd.pages
 	r := core.NewReceiver(cfg)
 	g.r.Store(r)
 	_, err := r.Receive(ctx, ln)
 	mu.Lock()
 	defer mu.Unlock()
+	if ferr := g.fwd.drain(); err == nil && g.qs != nil && ferr != nil {
+		err = fmt.Errorf("destination: %w", ferr)
+	}
+	g.stopForwarder(err)
 	if g.stop != nil {
 		g.stop()
 	}
@@ -407,6 +421,7 @@ func (g *gatewayOut) deviceState(ctx context.Context, cancel context.CancelCause
 			return fmt.Errorf("destination: %w", err)
 		}
 		g.qs = qs
+		g.qsp.Store(qs)
 		g.stop = watch(qs, cancel, "destination")
 		if g.early != nil {
 			b := g.early
@@ -440,6 +455,27 @@ func (g *gatewayOut) deviceState(ctx context.Context, cancel context.CancelCause
 	return fmt.Errorf("unexpected device state %q from the gateway-in", idstr)
 }
 
+// stopForwarder ends the forwarder; one stuck on a destination that no
+// longer reads is unblocked by failing the destination leg.
+func (g *gatewayOut) stopForwarder(err error) {
+	stopped := make(chan struct{})
+	go func() {
+		g.fwd.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		if g.qs != nil {
+			if err == nil {
+				err = errors.New("the destination does not read")
+			}
+			g.qs.Fail(err)
+		}
+		<-stopped
+	}
+}
+
 // release makes a destination that waits at a sync marker fail instead
 // of hanging: QEMU 7.2 does not wake a main thread waiting for its
 // channels' SYNCs when a channel ends, so it would wait forever. A SYNC
@@ -466,8 +502,7 @@ func (g *gatewayOut) sync(p *core.SyncPoint) error {
 	if g.qs == nil {
 		return errors.New("sync point before the hello")
 	}
-	err := p.Pages(func(block string, offs []uint64) error { return g.qs.SendPages(block, offs) })
-	if err != nil {
+	if err := g.fwd.drain(); err != nil {
 		return fmt.Errorf("destination: %w", err)
 	}
 	if p.N <= g.markers.Load() {
@@ -484,4 +519,72 @@ func ramBytes(blocks []core.BlockInfo) int64 {
 		n += int64(b.Size)
 	}
 	return n
+}
+
+// forwarder hands pages that landed (OnPages, from any channel goroutine)
+// to one goroutine that queues them on a Sender as they come, so each
+// leg streams instead of waiting for the sync point. At a sync point,
+// drain waits until everything handed over is queued.
+type forwarder struct {
+	items chan fwdItem
+	free  sync.Pool // *[]uint64
+	done  chan struct{}
+	err   error // the first SendPages error; read after drain
+	to    func() *core.Sender
+}
+
+type fwdItem struct {
+	block string
+	offs  *[]uint64
+	ack   chan struct{} // a drain
+}
+
+func newForwarder(to func() *core.Sender) *forwarder {
+	f := &forwarder{items: make(chan fwdItem, 256), done: make(chan struct{}), to: to}
+	go f.run()
+	return f
+}
+
+func (f *forwarder) run() {
+	defer close(f.done)
+	for it := range f.items {
+		if it.ack != nil {
+			close(it.ack)
+			continue
+		}
+		if f.err == nil {
+			s := f.to()
+			if s == nil {
+				f.err = errors.New("pages before the transfer's hello")
+			} else {
+				f.err = s.SendPages(it.block, *it.offs)
+			}
+		}
+		f.free.Put(it.offs)
+	}
+}
+
+// pages is the OnPages hook.
+func (f *forwarder) pages(block string, offs []uint64) {
+	b, _ := f.free.Get().(*[]uint64)
+	if b == nil {
+		b = new([]uint64)
+	}
+	*b = append((*b)[:0], offs...)
+	f.items <- fwdItem{block: block, offs: b}
+}
+
+// drain returns once every page handed over is queued on the Sender,
+// with the first error.
+func (f *forwarder) drain() error {
+	ack := make(chan struct{})
+	f.items <- fwdItem{ack: ack}
+	<-ack
+	return f.err
+}
+
+// stop ends the goroutine; no pages may come after.
+func (f *forwarder) stop() {
+	close(f.items)
+	<-f.done
 }
