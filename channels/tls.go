@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -75,27 +76,78 @@ func ClientTLS(f TLSFiles) (*tls.Config, error) {
 // client certificate it accepted.
 const tlsAccepted = 0x01
 
+// TLSHandshakeTimeout bounds a TLS handshake.
+const TLSHandshakeTimeout = 10 * time.Second
+
 // TLSListener wraps ln: every accepted stream completes a TLS handshake
-// before Accept returns it, so a peer with a bad certificate is an error
-// at once (the stream is closed) rather than at its first read. A
-// handshake that fails is returned as Accept's error, wrapping ErrTLS;
-// it does not close the listener.
-func TLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
-	return &tlsListener{Listener: ln, cfg: cfg}
+// (within TLSHandshakeTimeout) before Accept returns it, and learns that
+// its certificate was accepted. Handshakes run concurrently, so a peer
+// that connects and says nothing holds up nobody. A stream whose
+// handshake fails (a probe, a certificate from another CA) is closed and
+// reported to refused, if not nil, with an error wrapping ErrTLS; Accept
+// goes on waiting. Close stops accepting and waits for the handshakes.
+func TLSListener(ln net.Listener, cfg *tls.Config, refused func(net.Addr, error)) net.Listener {
+	l := &tlsListener{Listener: ln, cfg: cfg, refused: refused,
+		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{})}
+	l.wg.Add(1)
+	go l.loop()
+	return l
 }
 
 type tlsListener struct {
 	net.Listener
-	cfg *tls.Config
+	cfg     *tls.Config
+	refused func(net.Addr, error)
+	conns   chan net.Conn
+	errc    chan error
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	shaking map[net.Conn]bool // handshakes in flight, closed by Close
 }
 
-func (l *tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+func (l *tlsListener) loop() {
+	defer l.wg.Done()
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.errc <- err
+			return
+		}
+		l.mu.Lock()
+		if l.shaking == nil {
+			l.shaking = make(map[net.Conn]bool)
+		}
+		l.shaking[c] = true
+		l.mu.Unlock()
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tc, err := l.handshake(c)
+			l.mu.Lock()
+			delete(l.shaking, c)
+			l.mu.Unlock()
+			if err != nil {
+				c.Close()
+				if l.refused != nil {
+					l.refused(c.RemoteAddr(), err)
+				}
+				return
+			}
+			select {
+			case l.conns <- tc:
+			case <-l.done:
+				tc.Close()
+			}
+		}()
 	}
+}
+
+func (l *tlsListener) handshake(c net.Conn) (net.Conn, error) {
+	c.SetDeadline(time.Now().Add(TLSHandshakeTimeout))
 	tc := tls.Server(c, l.cfg)
-	err = tc.Handshake()
+	err := tc.Handshake()
 	if err == nil {
 		// TLS 1.3 ends the handshake before the server has judged the
 		// client's certificate; this byte tells the client it passed
@@ -103,10 +155,37 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		_, err = tc.Write([]byte{tlsAccepted})
 	}
 	if err != nil {
-		c.Close()
 		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrTLS, c.RemoteAddr(), err)
 	}
+	c.SetDeadline(time.Time{})
 	return tc, nil
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errc:
+		l.errc <- err // for the next call
+		return nil, err
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *tlsListener) Close() error {
+	err := net.ErrClosed
+	l.once.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+		l.mu.Lock()
+		for c := range l.shaking {
+			c.Close()
+		}
+		l.mu.Unlock()
+	})
+	l.wg.Wait()
+	return err
 }
 
 // TLSDialer wraps d, which dials addr: every stream completes a TLS

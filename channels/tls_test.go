@@ -52,8 +52,11 @@ func tlsPair(t *testing.T, serverCA, clientCA string) (net.Listener, channels.Di
 	if err != nil {
 		t.Fatal(err)
 	}
-	return channels.TLSListener(ln, scfg), td
+	return channels.TLSListener(ln, scfg, func(_ net.Addr, err error) { refusals <- err }), td
 }
+
+// refusals receives what the test listeners refused.
+var refusals = make(chan error, 16)
 
 // TestTLS: a stream over mutual TLS 1.3 carries bytes both ways.
 func TestTLS(t *testing.T) {
@@ -88,7 +91,8 @@ func TestTLS(t *testing.T) {
 }
 
 // TestTLSOtherCA: a client whose certificate another CA signed is
-// refused by the listener, and a server another CA signed by the client.
+// refused by the listener (which goes on accepting), and a server another
+// CA signed by the client.
 func TestTLSOtherCA(t *testing.T) {
 	for _, tc := range []struct{ server, client, want string }{
 		{"b", "a", "certificate"}, // the server trusts only CA b: the client's cert is refused
@@ -108,14 +112,56 @@ func TestTLSOtherCA(t *testing.T) {
 		if err == nil {
 			c.Close()
 		}
-		aerr := <-acc
 		cancel()
 		if !errors.Is(err, channels.ErrTLS) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("server CA %s, client CA %s: dial: %v, want %q", tc.server, tc.client, err, tc.want)
 		}
-		if !errors.Is(aerr, channels.ErrTLS) {
-			t.Errorf("server CA %s, client CA %s: accept: %v, want ErrTLS", tc.server, tc.client, aerr)
+		select {
+		case rerr := <-refusals:
+			if !errors.Is(rerr, channels.ErrTLS) {
+				t.Errorf("server CA %s, client CA %s: refused: %v, want ErrTLS", tc.server, tc.client, rerr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("server CA %s, client CA %s: the listener reported no refusal", tc.server, tc.client)
 		}
+		ln.Close()
+		if err := <-acc; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v", err)
+		}
+	}
+}
+
+// TestTLSSilentPeer: a peer that connects and says nothing holds up no
+// one else, and is dropped after the handshake timeout.
+func TestTLSSilentPeer(t *testing.T) {
+	ln, d := tlsPair(t, "a", "a")
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		got <- err
+	}()
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a silent peer held up Accept")
 	}
 }
 

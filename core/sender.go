@@ -584,6 +584,9 @@ func (s *Sender) Stats() Stats {
 }
 
 func (s *Sender) dialect() Dialect {
+	if s.qemu {
+		return s.cfg.Dialect
+	}
 	if s.zeroOnControl {
 		return Dialect72
 	}
@@ -875,6 +878,33 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 // finishQEMU ends a migration to a QEMU destination: once every channel
 // has written its last packet, the channels close, then the main one.
 func (s *Sender) finishQEMU() error {
+	if err := s.written(); err != nil {
+		return err
+	}
+	for _, c := range s.chans {
+		close(c.work)
+	}
+	s.failMu.Lock()
+	for _, c := range s.chans {
+		c.conn.Close()
+	}
+	s.ctl.Close()
+	s.failMu.Unlock()
+	s.elapsed.Store(int64(time.Since(s.start)))
+	return nil
+}
+
+// Flush returns once everything queued so far is written, without a
+// SYNC: after it, the queued pages may change.
+func (s *Sender) Flush() error {
+	if s.closed {
+		return ErrClosed
+	}
+	return s.written()
+}
+
+// written flushes the packet being filled and waits for every channel.
+func (s *Sender) written() error {
 	if err := s.flush(); err != nil {
 		return err
 	}
@@ -882,11 +912,6 @@ func (s *Sender) finishQEMU() error {
 		return err
 	}
 	s.releaseIdle()
-	for _, c := range s.chans {
-		close(c.work)
-	}
-	s.closeConns()
-	s.elapsed.Store(int64(time.Since(s.start)))
 	return nil
 }
 

@@ -34,6 +34,11 @@ type gatewayHello struct {
 	UUID    [16]byte     `json:"uuid"`
 }
 
+// linkError marks an error of the link leg, for the error's prefix.
+type linkError struct{ error }
+
+func (e linkError) Unwrap() error { return e.error }
+
 // qemuMethod looks up a QEMU multifd-compression name.
 func qemuMethod(flag, name string) (sdk.Method, error) {
 	m, err := core.Methods.Lookup(name)
@@ -48,13 +53,14 @@ func qemuMethod(flag, name string) (sdk.Method, error) {
 
 func gatewayInCmd() *cobra.Command {
 	var (
-		c       common
-		l       link
-		listen  string
-		to      string
-		qch     int
-		qmethod string
-		dialect string
+		c        common
+		l        link
+		listen   string
+		to       string
+		qch      int
+		qmethod  string
+		dialect  string
+		patience time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway-in --listen ADDR --to ADDR [flags]",
@@ -65,10 +71,9 @@ source's multifd-channels and multifd-compression), and forward the whole
 migration over pagewire's own channels to 'pagewire qemu gateway-out' at
 --to, with the link's own --channels and --method (or --plugin).
 
-At every sync point of the source the gateway sends the pages that arrived
-since the previous one, then the main stream up to the marker, then a
-Sync: the destination QEMU sees every page before the marker that orders
-it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
+Pages go on the link as they arrive; at every sync point of the source
+the gateway sends the main stream up to the marker and then a Sync, so
+the destination QEMU sees every page before the marker that orders it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
 --insecure) and may be capped with --max-bandwidth. Any failure on any
 leg fails the migration: the source sees its connections close.`,
 		Example: `  pagewire qemu gateway-in --listen tcp:127.0.0.1:4444 --to tcp:gw-out.example:7000 \
@@ -112,7 +117,7 @@ leg fails the migration: the source sees its connections close.`,
 				}
 				return core.Stats{}
 			})
-			st, err := g.run(cmd.Context(), ln, core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout})
+			st, err := g.run(cmd.Context(), ln, core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout, HandshakeTimeout: patience})
 			cancel()
 			wait()
 			if err != nil {
@@ -131,6 +136,7 @@ leg fails the migration: the source sees its connections close.`,
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the source's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the source's multifd-compression: none, zlib or zstd")
 	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")
+	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the source QEMU's channels")
 	return cmd
 }
 
@@ -176,7 +182,7 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 		return mem, err
 	}
 	qcfg.OnSync = func(p *core.SyncPoint) error { return g.sync(ctx, cancel, p) }
-	g.fwd = newForwarder(g.link2.Load)
+	g.fwd = newForwarder(ctx, g.link2.Load)
 	qcfg.OnPages = g.fwd.pages
 	g.uuid = qcfg.UUID
 	g.q = core.NewQEMUReceiver(qcfg)
@@ -184,7 +190,7 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 	if ferr := g.fwd.drain(); err == nil && g.snd != nil {
 		err = ferr
 	}
-	g.fwd.stop()
+	g.fwd.stop(g.snd, err)
 	if g.stop != nil {
 		g.stop()
 	}
@@ -196,12 +202,18 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 			err = g.snd.SendDeviceState(gwMainTail, 0, tail)
 		}
 	}
+	var le linkError
 	if g.snd == nil {
+		if errors.As(err, &le) {
+			return core.Stats{}, fmt.Errorf("link: %w", le.error)
+		}
 		return core.Stats{}, fmt.Errorf("source: %w", err)
 	}
 	if err != nil {
 		if lerr := g.snd.Err(); lerr != nil {
 			err = fmt.Errorf("link: %w", lerr)
+		} else if errors.As(err, &le) {
+			err = fmt.Errorf("link: %w", le.error)
 		} else {
 			err = fmt.Errorf("source: %w", err)
 		}
@@ -218,10 +230,15 @@ func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConf
 // sync forwards one sync point: pages, the main stream's chunk, a Sync.
 func (g *gatewayIn) sync(ctx context.Context, cancel context.CancelCauseFunc, p *core.SyncPoint) error {
 	if g.snd == nil {
+		// QEMU sends no page before its first sync point; any that came
+		// fail here, before the forwarder can reach the Sender.
+		if err := g.fwd.drain(); err != nil {
+			return linkError{err}
+		}
 		cfg := g.cfg
 		s, err := core.NewSender(ctx, g.link, g.mem, cfg)
 		if err != nil {
-			return fmt.Errorf("link: %w", err)
+			return linkError{err}
 		}
 		g.snd = s
 		g.link2.Store(s)
@@ -234,23 +251,27 @@ func (g *gatewayIn) sync(ctx context.Context, cancel context.CancelCauseFunc, p 
 		}
 	}
 	if err := g.fwd.drain(); err != nil {
-		return fmt.Errorf("link: %w", err)
+		return linkError{err}
 	}
 	if err := g.snd.SendDeviceState(gwMain, uint32(p.N), bytes.Clone(p.Main())); err != nil {
-		return err
+		return linkError{err}
 	}
-	return g.snd.Sync()
+	if err := g.snd.Sync(); err != nil {
+		return linkError{err}
+	}
+	return nil
 }
 
 func gatewayOutCmd() *cobra.Command {
 	var (
-		c       common
-		l       link
-		listen  string
-		to      string
-		qch     int
-		qmethod string
-		qlevel  int
+		c        common
+		l        link
+		listen   string
+		to       string
+		qch      int
+		qmethod  string
+		qlevel   int
+		patience time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway-out --listen ADDR --to ADDR [flags]",
@@ -304,6 +325,10 @@ destination sees its connections close before the end of the stream.`,
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
 			g := &gatewayOut{dest: d, cfg: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout}}
 			cfg.Timeout = c.timeout
+			cfg.HandshakeTimeout = patience
+			// A main-stream chunk can be large (QEMU 10 with legacy zero
+			// pages writes 9 bytes per zero page on the main channel).
+			cfg.MaxDeviceState = 1<<32 - 1
 			pctx, cancel := context.WithCancel(cmd.Context())
 			wait := c.showProgress(pctx, "gateway-out", g.total.Load, func() core.Stats {
 				if r := g.r.Load(); r != nil {
@@ -330,6 +355,7 @@ destination sees its connections close before the end of the stream.`,
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
 	cmd.Flags().IntVar(&qlevel, "qemu-level", 0, "compression level toward the destination (0: QEMU's default)")
+	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the gateway-in's channels")
 	return cmd
 }
 
@@ -365,7 +391,7 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 		return g.deviceState(ctx, cancel, idstr, instance, blob)
 	}
 	cfg.OnSync = g.sync
-	g.fwd = newForwarder(g.qsp.Load)
+	g.fwd = newForwarder(ctx, g.qsp.Load)
 	cfg.OnPages = g.fwd.pages
 	r := core.NewReceiver(cfg)
 	g.r.Store(r)
@@ -375,7 +401,7 @@ func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.Receiver
 	if ferr := g.fwd.drain(); err == nil && g.qs != nil && ferr != nil {
 		err = fmt.Errorf("destination: %w", ferr)
 	}
-	g.stopForwarder(err)
+	g.fwd.stop(g.qs, err)
 	if g.stop != nil {
 		g.stop()
 	}
@@ -455,27 +481,6 @@ func (g *gatewayOut) deviceState(ctx context.Context, cancel context.CancelCause
 	return fmt.Errorf("unexpected device state %q from the gateway-in", idstr)
 }
 
-// stopForwarder ends the forwarder; one stuck on a destination that no
-// longer reads is unblocked by failing the destination leg.
-func (g *gatewayOut) stopForwarder(err error) {
-	stopped := make(chan struct{})
-	go func() {
-		g.fwd.stop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		if g.qs != nil {
-			if err == nil {
-				err = errors.New("the destination does not read")
-			}
-			g.qs.Fail(err)
-		}
-		<-stopped
-	}
-}
-
 // release makes a destination that waits at a sync marker fail instead
 // of hanging: QEMU 7.2 does not wake a main thread waiting for its
 // channels' SYNCs when a channel ends, so it would wait forever. A SYNC
@@ -509,6 +514,13 @@ func (g *gatewayOut) sync(p *core.SyncPoint) error {
 		if err := g.qs.Sync(); err != nil {
 			return fmt.Errorf("destination: %w", err)
 		}
+		return nil
+	}
+	// The link's last sync point (its Close) ends no marker: no SYNC,
+	// but the destination's channels must be done with the pages before
+	// the link may write memory again.
+	if err := g.qs.Flush(); err != nil {
+		return fmt.Errorf("destination: %w", err)
 	}
 	return nil
 }
@@ -526,6 +538,7 @@ func ramBytes(blocks []core.BlockInfo) int64 {
 // leg streams instead of waiting for the sync point. At a sync point,
 // drain waits until everything handed over is queued.
 type forwarder struct {
+	ctx   context.Context // the transfer's: done, no one waits on the queue
 	items chan fwdItem
 	free  sync.Pool // *[]uint64
 	done  chan struct{}
@@ -539,8 +552,8 @@ type fwdItem struct {
 	ack   chan struct{} // a drain
 }
 
-func newForwarder(to func() *core.Sender) *forwarder {
-	f := &forwarder{items: make(chan fwdItem, 256), done: make(chan struct{}), to: to}
+func newForwarder(ctx context.Context, to func() *core.Sender) *forwarder {
+	f := &forwarder{ctx: ctx, items: make(chan fwdItem, 256), done: make(chan struct{}), to: to}
 	go f.run()
 	return f
 }
@@ -571,20 +584,44 @@ func (f *forwarder) pages(block string, offs []uint64) {
 		b = new([]uint64)
 	}
 	*b = append((*b)[:0], offs...)
-	f.items <- fwdItem{block: block, offs: b}
+	select {
+	case f.items <- fwdItem{block: block, offs: b}:
+	case <-f.ctx.Done(): // failing: the pages no longer matter
+	}
 }
 
 // drain returns once every page handed over is queued on the Sender,
 // with the first error.
 func (f *forwarder) drain() error {
 	ack := make(chan struct{})
-	f.items <- fwdItem{ack: ack}
-	<-ack
-	return f.err
+	select {
+	case f.items <- fwdItem{ack: ack}:
+	case <-f.ctx.Done():
+		return context.Cause(f.ctx)
+	}
+	select {
+	case <-ack:
+		return f.err
+	case <-f.ctx.Done():
+		return context.Cause(f.ctx)
+	}
 }
 
-// stop ends the goroutine; no pages may come after.
-func (f *forwarder) stop() {
+// stop ends the goroutine; no pages may come after. A goroutine stuck
+// on a leg that no longer reads is unblocked by failing that leg (s,
+// when not nil) after 5 seconds.
+func (f *forwarder) stop(s *core.Sender, why error) {
 	close(f.items)
+	select {
+	case <-f.done:
+		return
+	case <-time.After(5 * time.Second):
+	}
+	if s != nil {
+		if why == nil {
+			why = errors.New("the next leg does not read")
+		}
+		s.Fail(why)
+	}
 	<-f.done
 }

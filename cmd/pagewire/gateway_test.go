@@ -343,8 +343,9 @@ func TestGatewayLinkCut(t *testing.T) {
 	g.src.wait(t)
 }
 
-// TestGatewayOtherCA: a gateway-in whose certificate another CA signed is
-// refused; both gateways exit 1 with a TLS error and the source fails.
+// TestGatewayOtherCA: a gateway-out whose certificate another CA signed
+// is refused: gateway-in exits 1 with a TLS error and the source fails;
+// gateway-out reports the refused handshake and goes on listening.
 func TestGatewayOtherCA(t *testing.T) {
 	c := gwCase{2, "none", "none", 2, []string{"--method", "zstd"}}
 	g := newRig(t, c)
@@ -352,15 +353,24 @@ func TestGatewayOtherCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inTLS := []string{"--tls-cert", other.ClientCert, "--tls-key", other.ClientKey, "--tls-ca", g.tls.CA}
-	inAddr := g.gateways(t, c, g.serverTLS(), inTLS, func(a string) string { return a })
+	outTLS := []string{"--tls-cert", other.ServerCert, "--tls-key", other.ServerKey, "--tls-ca", g.tls.CA}
+	inAddr := g.gateways(t, c, outTLS, g.clientTLS(), func(a string) string { return a })
 	g.srcQMP.do(t, "migrate", map[string]any{"uri": inAddr})
 	if st, desc := waitMigration(t, g.srcQMP, 30*time.Second); st != "failed" {
 		t.Errorf("source: %s (%s), want failed", st, desc)
 	}
-	for _, p := range []*proc{g.in, g.out} {
-		if code := p.wait(t); code != 1 || !strings.Contains(p.stderr.String(), "tls") {
-			t.Errorf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
+	if code := g.in.wait(t); code != 1 || !strings.Contains(g.in.stderr.String(), "link: ") ||
+		!strings.Contains(g.in.stderr.String(), "certificate signed by unknown authority") {
+		t.Errorf("gateway-in exited %d: %s", code, g.in.stderr)
+	}
+	select {
+	case <-g.out.done:
+		t.Errorf("gateway-out exited after refusing one connection: %s", g.out.stderr)
+	case <-time.After(time.Second):
+		g.out.cmd.Process.Kill()
+		g.out.wait(t)
+		if !strings.Contains(g.out.stderr.String(), "refused a connection from") {
+			t.Errorf("gateway-out did not report the refused handshake: %s", g.out.stderr)
 		}
 	}
 	g.srcQMP.do(t, "quit", nil)

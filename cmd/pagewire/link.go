@@ -62,7 +62,9 @@ func (l *link) listener(ln net.Listener) (net.Listener, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	return channels.TLSListener(ln, cfg), nil
+	return channels.TLSListener(ln, cfg, func(addr net.Addr, err error) {
+		fmt.Fprintf(os.Stderr, "pagewire: refused a connection from %s: %v\n", addr, err)
+	}), nil
 }
 
 // dialer wraps d, which dials addr, in TLS and the bandwidth cap.
