@@ -2,7 +2,6 @@ package goplugin_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
@@ -11,15 +10,6 @@ import (
 	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/sdk"
 )
-
-// transferTime is xfer.Time, failing the benchmark on error.
-func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duration {
-	d, err := xfer.Time(img, dst, ms, mr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
 
 // BenchmarkGoPluginVsBuiltin transfers the first corpus image
 // (linux-busy-128M) end to end with zstd and lz4 built in and as go-plugin
@@ -41,18 +31,7 @@ func BenchmarkGoPluginVsBuiltin(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(int64(len(img)))
-			var tp, tb time.Duration
-			for b.Loop() {
-				tb += transferTime(b, img, dst, bi, bi)
-				tp += transferTime(b, img, dst, gp, gp)
-			}
-			mb := float64(len(img)) * float64(b.N) / 1e6
-			b.ReportMetric(mb/tb.Seconds(), "builtin-MB/s")
-			b.ReportMetric(mb/tp.Seconds(), "plugin-MB/s")
-			b.ReportMetric(tb.Seconds()/tp.Seconds(), "plugin/builtin")
-		})
+		b.Run(name, func(b *testing.B) { xfer.Compare(b, img, dst, bi, gp, "plugin") })
 	}
 }
 

@@ -50,10 +50,10 @@ func TestPlaneHostile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			peer := unixConn(fds[1])
+			peer := sdkgp.UnixConn(fds[1])
 			defer peer.Close()
 			m := &Method{name: "liar", cfg: Config{CallTimeout: 200 * time.Millisecond}, client: plugin.NewClient(&plugin.ClientConfig{})}
-			c := &channel{m: m, ch: 2, max: max, dp: &dataPlane{reg: reg, conn: unixConn(fds[0])}}
+			c := &channel{m: m, ch: 2, max: max, dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
 			defer c.dp.close()
 			done := make(chan struct{})
 			go func() {

@@ -30,28 +30,12 @@ func newPlane() (*plane, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctl := unixConn(fds[0])
+	ctl := sdkgp.UnixConn(fds[0])
 	if ctl == nil {
 		unix.Close(fds[1])
 		return nil, errors.New("data plane: no unix socket")
 	}
 	return &plane{ctl: ctl, child: os.NewFile(uintptr(fds[1]), "pagewire-plane")}, nil
-}
-
-// unixConn turns a socket descriptor into a *net.UnixConn (taking it).
-func unixConn(fd int) *net.UnixConn {
-	f := os.NewFile(uintptr(fd), "pagewire-plane")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		return nil
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil
-	}
-	return uc
 }
 
 // started closes the plugin's end in this process.
@@ -75,7 +59,7 @@ func (p *plane) offer(reg *region) (uint64, *net.UnixConn, error) {
 		return 0, nil, err
 	}
 	defer unix.Close(fds[1])
-	conn := unixConn(fds[0])
+	conn := sdkgp.UnixConn(fds[0])
 	if conn == nil {
 		return 0, nil, errors.New("data plane: no unix socket")
 	}

@@ -25,15 +25,6 @@ func corpusImage(b *testing.B) []byte {
 	return img
 }
 
-// transferTime is xfer.Time, failing the benchmark on error.
-func transferTime(b *testing.B, img, dst []byte, ms, mr sdk.Method) time.Duration {
-	d, err := xfer.Time(img, dst, ms, mr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
-
 // BenchmarkWasmVsBuiltin transfers a real guest image end to end with each
 // method built in and as a Wasm plugin on both ends, side by side in every
 // iteration; wasm/builtin is the plugin's throughput over the built-in's.
@@ -51,18 +42,7 @@ func BenchmarkWasmVsBuiltin(b *testing.B) {
 		if c.trusted {
 			label += "/trusted"
 		}
-		b.Run(label, func(b *testing.B) {
-			b.SetBytes(int64(len(img)))
-			var tw, tb time.Duration
-			for b.Loop() {
-				tb += transferTime(b, img, dst, bi, bi)
-				tw += transferTime(b, img, dst, w, w)
-			}
-			mb := float64(len(img)) * float64(b.N) / 1e6
-			b.ReportMetric(mb/tb.Seconds(), "builtin-MB/s")
-			b.ReportMetric(mb/tw.Seconds(), "wasm-MB/s")
-			b.ReportMetric(tb.Seconds()/tw.Seconds(), "wasm/builtin")
-		})
+		b.Run(label, func(b *testing.B) { xfer.Compare(b, img, dst, bi, w, "wasm") })
 	}
 }
 
@@ -150,7 +130,7 @@ func BenchmarkTiers(b *testing.B) {
 			for n := 0; b.Loop(); n++ {
 				for k := range ts { // a different tier first each time
 					i := (n + k) % len(ts)
-					took[i] += transferTime(b, img, dst, ts[i].m, ts[i].m)
+					took[i] += xfer.MustTime(b, img, dst, ts[i].m, ts[i].m)
 				}
 			}
 			report(b, ts, took, float64(len(img))*float64(b.N)/1e6)

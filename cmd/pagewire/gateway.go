@@ -97,11 +97,8 @@ leg fails the migration: the source sees its connections close.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--dialect: %w", err)}
 			}
-			d, err := channels.NewDialer(to)
+			d, err := l.dial(to)
 			if err != nil {
-				return usageError{err}
-			}
-			if d, err = l.dialer(d, to); err != nil {
 				return err
 			}
 			ln, err := channels.Listen(listen)
@@ -110,23 +107,16 @@ leg fails the migration: the source sees its connections close.`,
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
 			g := &gatewayIn{link: d, cfg: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout}}
-			pctx, cancel := context.WithCancel(cmd.Context())
-			wait := c.showProgress(pctx, "gateway-in", g.total.Load, func() core.Stats {
+			stats := func() core.Stats {
 				if s := g.link2.Load(); s != nil {
 					return s.Stats()
 				}
 				return core.Stats{}
-			})
-			st, err := g.run(cmd.Context(), ln, core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout, HandshakeTimeout: patience})
-			cancel()
-			wait()
-			if err != nil {
-				return err
 			}
-			sum := newSummary("forwarded", st)
-			sum.Addr = to
-			c.report(os.Stderr, sum)
-			return nil
+			qcfg := core.QEMUConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout, HandshakeTimeout: patience}
+			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, &g.ramCopy, stats, func(ctx context.Context) (core.Stats, error) {
+				return g.run(ctx, ln, qcfg)
+			})
 		},
 	}
 	c.register(cmd)
@@ -147,13 +137,12 @@ type gatewayIn struct {
 
 	uuid [16]byte // the source's
 
+	ramCopy
 	q     *core.QEMUReceiver
-	mem   core.Memory
 	snd   *core.Sender
 	stop  func()                      // stops watching snd
 	fwd   *forwarder                  // pages to snd as they land
 	link2 atomic.Pointer[core.Sender] // snd, for the progress line
-	total atomic.Int64                // guest RAM bytes
 }
 
 // watch cancels ctx with the sender's error as soon as it fails; stop
@@ -175,12 +164,7 @@ func watch(s *core.Sender, cancel context.CancelCauseFunc, leg string) (stop fun
 func (g *gatewayIn) run(ctx context.Context, ln net.Listener, qcfg core.QEMUConfig) (core.Stats, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	qcfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
-		mem, err := core.Alloc(blocks)
-		g.mem = mem
-		g.total.Store(ramBytes(blocks))
-		return mem, err
-	}
+	qcfg.Alloc = g.alloc
 	qcfg.OnSync = func(p *core.SyncPoint) error { return g.sync(ctx, cancel, p) }
 	g.fwd = newForwarder(ctx, g.link2.Load)
 	qcfg.OnPages = g.fwd.pages
@@ -313,13 +297,8 @@ destination sees its connections close before the end of the stream.`,
 			if err != nil {
 				return usageError{err}
 			}
-			raw, err := channels.Listen(listen)
+			ln, err := l.listen(listen)
 			if err != nil {
-				return err
-			}
-			ln, err := l.listener(raw)
-			if err != nil {
-				raw.Close()
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
@@ -329,23 +308,15 @@ destination sees its connections close before the end of the stream.`,
 			// A main-stream chunk can be large (QEMU 10 with legacy zero
 			// pages writes 9 bytes per zero page on the main channel).
 			cfg.MaxDeviceState = 1<<32 - 1
-			pctx, cancel := context.WithCancel(cmd.Context())
-			wait := c.showProgress(pctx, "gateway-out", g.total.Load, func() core.Stats {
+			stats := func() core.Stats {
 				if r := g.r.Load(); r != nil {
 					return r.Stats()
 				}
 				return core.Stats{}
-			})
-			st, err := g.run(cmd.Context(), ln, cfg)
-			cancel()
-			wait()
-			if err != nil {
-				return err
 			}
-			sum := newSummary("fed", st)
-			sum.Addr = to
-			c.report(os.Stderr, sum)
-			return nil
+			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, &g.ramCopy, stats, func(ctx context.Context) (core.Stats, error) {
+				return g.run(ctx, ln, cfg)
+			})
 		},
 	}
 	c.register(cmd)
@@ -364,7 +335,7 @@ type gatewayOut struct {
 	dest channels.Dialer
 	cfg  core.SenderConfig
 
-	mem     core.Memory
+	ramCopy
 	qs      *core.Sender // to the destination, from the hello on
 	stop    func()
 	markers atomic.Uint64               // main-stream chunks written, each ending at a marker
@@ -372,18 +343,12 @@ type gatewayOut struct {
 	qsp     atomic.Pointer[core.Sender] // qs, for the forwarder
 	fwd     *forwarder                  // pages to qs as they land
 	r       atomic.Pointer[core.Receiver]
-	total   atomic.Int64 // guest RAM bytes
 }
 
 func (g *gatewayOut) run(ctx context.Context, ln net.Listener, cfg core.ReceiverConfig) (core.Stats, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	cfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
-		mem, err := core.Alloc(blocks)
-		g.mem = mem
-		g.total.Store(ramBytes(blocks))
-		return mem, err
-	}
+	cfg.Alloc = g.alloc
 	var mu sync.Mutex // device-state blobs come from any link channel
 	cfg.OnDeviceState = func(idstr string, instance uint32, blob []byte) error {
 		mu.Lock()
@@ -525,12 +490,39 @@ func (g *gatewayOut) sync(p *core.SyncPoint) error {
 	return nil
 }
 
-func ramBytes(blocks []core.BlockInfo) int64 {
+// ramCopy is a gateway's copy of guest RAM, made from the block list.
+type ramCopy struct {
+	mem   core.Memory
+	total atomic.Int64 // bytes, for the progress line
+}
+
+func (r *ramCopy) alloc(blocks []core.BlockInfo) (core.Memory, error) {
+	mem, err := core.Alloc(blocks)
+	r.mem = mem
 	var n int64
 	for _, b := range blocks {
 		n += int64(b.Size)
 	}
-	return n
+	r.total.Store(n)
+	return mem, err
+}
+
+// runGateway runs a gateway with a progress line (desc) and reports its
+// summary (role, addr).
+func runGateway(ctx context.Context, c *common, desc, role, addr string, ram *ramCopy, stats func() core.Stats,
+	run func(context.Context) (core.Stats, error)) error {
+	pctx, cancel := context.WithCancel(ctx)
+	wait := c.showProgress(pctx, desc, ram.total.Load, stats)
+	st, err := run(ctx)
+	cancel()
+	wait()
+	if err != nil {
+		return err
+	}
+	sum := newSummary(role, st)
+	sum.Addr = addr
+	c.report(os.Stderr, sum)
+	return nil
 }
 
 // forwarder hands pages that landed (OnPages, from any channel goroutine)

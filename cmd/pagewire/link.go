@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -52,23 +53,34 @@ func (l *link) on() (bool, error) {
 	return given, nil
 }
 
-// listener wraps ln in TLS when the link uses it.
-func (l *link) listener(ln net.Listener) (net.Listener, error) {
+// listen listens at addr, with TLS when the link uses it.
+func (l *link) listen(addr string) (net.Listener, error) {
 	on, err := l.on()
-	if err != nil || !on {
-		return ln, err
-	}
-	cfg, err := channels.ServerTLS(l.tls)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
+	}
+	var cfg *tls.Config
+	if on {
+		if cfg, err = channels.ServerTLS(l.tls); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	ln, err := channels.Listen(addr)
+	if err != nil || cfg == nil {
+		return ln, err
 	}
 	return channels.TLSListener(ln, cfg, func(addr net.Addr, err error) {
 		fmt.Fprintf(os.Stderr, "pagewire: refused a connection from %s: %v\n", addr, err)
 	}), nil
 }
 
-// dialer wraps d, which dials addr, in TLS and the bandwidth cap.
-func (l *link) dialer(d channels.Dialer, addr string) (channels.Dialer, error) {
+// dial returns a Dialer for addr with the link's bandwidth cap and, when
+// the link uses it, TLS.
+func (l *link) dial(addr string) (channels.Dialer, error) {
+	d, err := channels.NewDialer(addr)
+	if err != nil {
+		return nil, usageError{err}
+	}
 	bps, err := parseBandwidth(l.bandwidth)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--max-bandwidth: %w", err)}

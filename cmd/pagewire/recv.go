@@ -66,13 +66,8 @@ otherwise the receiver follows the sender.`,
 				total.Store(int64(blocks[0].Size))
 				return im, nil
 			}
-			raw, err := channels.Listen(listen)
+			ln, err := l.listen(listen)
 			if err != nil {
-				return err
-			}
-			ln, err := l.listener(raw)
-			if err != nil {
-				raw.Close()
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))

@@ -10,7 +10,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/spf13/cobra"
 
-	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 )
 
@@ -39,11 +38,8 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			if err != nil {
 				return err
 			}
-			d, err := channels.NewDialer(to)
+			d, err := l.dial(to)
 			if err != nil {
-				return usageError{err}
-			}
-			if d, err = l.dialer(d, to); err != nil {
 				return err
 			}
 			mem, closeImage, err := loadImage(args[0], block)

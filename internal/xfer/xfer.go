@@ -4,6 +4,7 @@ package xfer
 
 import (
 	"context"
+	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire/channels"
@@ -38,4 +39,30 @@ func Time(img, dst []byte, ms, mr sdk.Method) (time.Duration, error) {
 		err = rerr
 	}
 	return time.Since(start), err
+}
+
+// MustTime is Time, failing tb on error.
+func MustTime(tb testing.TB, img, dst []byte, ms, mr sdk.Method) time.Duration {
+	tb.Helper()
+	d, err := Time(img, dst, ms, mr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+// Compare transfers img with builtin and with other on both ends, side by
+// side in every iteration of b, and reports builtin-MB/s, NAME-MB/s and
+// NAME/builtin (other's throughput over the built-in's).
+func Compare(b *testing.B, img, dst []byte, builtin, other sdk.Method, name string) {
+	b.SetBytes(int64(len(img)))
+	var tb, to time.Duration
+	for b.Loop() {
+		tb += MustTime(b, img, dst, builtin, builtin)
+		to += MustTime(b, img, dst, other, other)
+	}
+	mb := float64(len(img)) * float64(b.N) / 1e6
+	b.ReportMetric(mb/tb.Seconds(), "builtin-MB/s")
+	b.ReportMetric(mb/to.Seconds(), name+"-MB/s")
+	b.ReportMetric(tb.Seconds()/to.Seconds(), name+"/builtin")
 }

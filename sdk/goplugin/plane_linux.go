@@ -38,15 +38,16 @@ func getPlane() *plane {
 			return
 		}
 		syscall.CloseOnExec(fd)
-		if uc := unixConn(fd); uc != nil {
+		if uc := UnixConn(fd); uc != nil {
 			thePlane = &plane{ctl: uc}
 		}
 	})
 	return thePlane
 }
 
-// unixConn turns a socket descriptor into a *net.UnixConn (taking it).
-func unixConn(fd int) *net.UnixConn {
+// UnixConn turns a unix socket descriptor into a *net.UnixConn, taking
+// the descriptor; nil if it is not one. Both ends of the data plane use it.
+func UnixConn(fd int) *net.UnixConn {
 	f := os.NewFile(uintptr(fd), "pagewire-plane")
 	c, err := net.FileConn(f)
 	f.Close()
@@ -103,7 +104,7 @@ func (c *channel) attach(p *plane, token uint64, half int) error {
 			syscall.Close(fds[1])
 			return fmt.Errorf("data plane: %w", err)
 		}
-		conn := unixConn(fds[1])
+		conn := UnixConn(fds[1])
 		if conn == nil {
 			syscall.Munmap(shm)
 			return fmt.Errorf("data plane: descriptor %d is no unix socket", fds[1])
