@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"unsafe"
 
@@ -17,6 +18,19 @@ type BlockInfo = wire.BlockInfo
 type Block struct {
 	Name string
 	Data []byte
+	// File, if set, is the file Data is a shared mapping of, from byte
+	// Offset, as a VMM's guest RAM backed by a memfd or hugetlbfs file
+	// is: a Sender then lets an out-of-process method map the pages
+	// itself (see [MemorySharer]) instead of copying them to it.
+	File   *os.File
+	Offset int64
+}
+
+// MemorySharer is implemented by methods that run in another process and
+// can map a sender's memory themselves (goplugin.Method): a Sender
+// offers them every block that has a File, for the whole transfer.
+type MemorySharer interface {
+	ShareMemory(data []byte, f *os.File, off int64) (unshare func())
 }
 
 // Memory is a set of named RAM blocks: the source of a Sender and the
@@ -86,6 +100,24 @@ func OpenImage(path, name string) (*Image, error) {
 	return mapImage(f, name, fi.Size(), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 }
 
+// ReadImage reads r to its end into anonymous shared memory (a memfd)
+// mapped read-only as one block named name: an image that is not a file
+// of its own, such as a decompressed one, that a plugin process can
+// still map (see [Block]).
+func ReadImage(r io.Reader, name string) (*Image, error) {
+	fd, err := unix.MemfdCreate("pagewire-image", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+name)
+	size, err := io.Copy(f, r)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return mapImage(f, name, size, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+}
+
 // CreateImage creates (or truncates) the file at path, sizes it to size
 // bytes (sparse, reading as zeros) and maps it writable as one block.
 func CreateImage(path, name string, size int64) (*Image, error) {
@@ -101,7 +133,7 @@ func CreateImage(path, name string, size int64) (*Image, error) {
 }
 
 func mapImage(f *os.File, name string, size int64, prot, flags int) (*Image, error) {
-	im := &Image{block: Block{Name: name}, file: f}
+	im := &Image{block: Block{Name: name, File: f}, file: f}
 	if size > 0 {
 		if size > int64(maxInt) {
 			f.Close()

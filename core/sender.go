@@ -22,12 +22,14 @@ type Sender struct {
 	cfg    SenderConfig
 	info   sdk.Info
 	blocks map[string]*srcBlock
-	ctl    net.Conn
-	ctlMu  sync.Mutex // guards writes on ctl
-	chans  []*sendChan
-	ready  chan struct{} // one token per idle channel
-	next   int           // where the search for an idle channel starts
-	cur    *sendPacket   // the packet the caller is filling
+	// unshare ends each block's memory shared with the method.
+	unshare []func()
+	ctl     net.Conn
+	ctlMu   sync.Mutex // guards writes on ctl
+	chans   []*sendChan
+	ready   chan struct{} // one token per idle channel
+	next    int           // where the search for an idle channel starts
+	cur     *sendPacket   // the packet the caller is filling
 
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
@@ -155,6 +157,13 @@ func newSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 	body, err := hello.AppendBinary(nil)
 	if err != nil {
 		return nil, err
+	}
+	if sh, ok := cfg.Method.(MemorySharer); ok {
+		for _, b := range mem.Blocks() {
+			if b.File != nil && len(b.Data) > 0 {
+				s.unshare = append(s.unshare, sh.ShareMemory(b.Data, b.File, b.Offset))
+			}
+		}
 	}
 
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
@@ -698,7 +707,8 @@ func (s *Sender) closeConns() {
 	}
 }
 
-// release runs every method's send cleanup.
+// release runs every method's send cleanup and ends the memory shared
+// with the method.
 func (s *Sender) release() {
 	for _, c := range s.chans {
 		if c.m != nil {
@@ -706,6 +716,10 @@ func (s *Sender) release() {
 			c.m = nil
 		}
 	}
+	for _, f := range s.unshare {
+		f()
+	}
+	s.unshare = nil
 }
 
 // errNothingToSend: every page of the packet went on the control channel.

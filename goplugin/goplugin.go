@@ -34,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -76,21 +77,29 @@ type Config struct {
 	// through the data plane: a memory region shared with the plugin
 	// process and a socket per channel (Linux only; see sdk/goplugin).
 	NoDataPlane bool
+	// NoSharedMemory keeps the plugin from mapping the sender's memory
+	// (see [Method.ShareMemory]): every page is copied to it instead, and
+	// it sees only the pages it compresses.
+	NoSharedMemory bool
 }
 
 // Method is a running plugin; it implements [sdk.Method].
 type Method struct {
-	name    string
-	path    string
-	cfg     Config
-	client  *plugin.Client
-	conn    *sdkgp.Conn
-	plane   *plane // nil: packets in the messages
-	info    sdk.Info
-	version int
-	size    int64
-	sum     [32]byte
-	start   time.Duration
+	name   string
+	path   string
+	cfg    Config
+	client *plugin.Client
+	conn   *sdkgp.Conn
+	plane  *plane // nil: packets in the messages
+	shares shares
+	// byOffset counts the packets whose pages went by offset in shared
+	// memory.
+	byOffset atomic.Uint64
+	info     sdk.Info
+	version  int
+	size     int64
+	sum      [32]byte
+	start    time.Duration
 }
 
 // Load starts the plugin binary at path and checks it.
@@ -280,6 +289,9 @@ type channel struct {
 	max  int        // largest payload
 	dp   *dataPlane // nil: packets in the messages
 	dead error
+	// mapped lists the shared memory (by id) the plugin mapped for this
+	// channel; ^id: it could not.
+	mapped []uint64
 }
 
 func (m *Method) open(role, ch int, o sdk.Options) (*channel, error) {

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -204,18 +206,162 @@ func (c *channel) planeFail(op string, err error) error {
 	return c.dead
 }
 
-// prepareOnPlane copies the pages into the region and the plugin's
-// payload out of it: the plugin can change the region at any time, so
-// the payload is copied once, after its length is checked.
+// shared is memory the plugin process may map read-only: its pages then
+// travel by offset, not copied into the region (see [Method.ShareMemory]).
+type shared struct {
+	id   uint64
+	base uintptr // of the host's mapping
+	size int
+	file *os.File // read-only
+	off  int64
+}
+
+// shares is the Method's shared memory; lookups take no lock.
+type shares struct {
+	mu   sync.Mutex
+	list atomic.Pointer[[]*shared]
+	next uint64
+}
+
+// ShareMemory offers the plugin process data, a shared mapping of f from
+// off (as a VMM's guest RAM backed by a memfd or a file is, or a
+// [core.Image]): the plugin maps it read-only once per channel, and
+// every packet of pages from it then travels as their offsets instead
+// of a copy of the pages. The plugin can read all of data, not only the
+// pages it is given ([Config.NoSharedMemory] turns this off). A failure
+// only means the pages are copied; unshare ends the offer (channels that
+// mapped it keep their mapping until they close).
+func (m *Method) ShareMemory(data []byte, f *os.File, off int64) (unshare func()) {
+	if m.plane == nil || m.cfg.NoSharedMemory || len(data) == 0 || f == nil || off%int64(os.Getpagesize()) != 0 {
+		return func() {}
+	}
+	// A read-only open file description: the plugin's mapping can never
+	// be made writable.
+	ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		m.cfg.Log.Debug("memory not shared with the plugin: pages are copied", "plugin", m.name, "err", err)
+		return func() {}
+	}
+	sh := &shared{base: uintptr(unsafe.Pointer(unsafe.SliceData(data))), size: len(data), file: ro, off: off}
+	m.shares.mu.Lock()
+	m.shares.next++
+	sh.id = m.shares.next
+	list := []*shared{sh}
+	if old := m.shares.list.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	m.shares.list.Store(&list)
+	m.shares.mu.Unlock()
+	return func() {
+		m.shares.mu.Lock()
+		defer m.shares.mu.Unlock()
+		if old := m.shares.list.Load(); old != nil {
+			list := make([]*shared, 0, len(*old))
+			for _, s := range *old {
+				if s != sh {
+					list = append(list, s)
+				}
+			}
+			m.shares.list.Store(&list)
+		}
+		ro.Close()
+	}
+}
+
+// sharedFor returns the shared memory that holds every page of p, or nil.
+func (m *Method) sharedFor(p *sdk.Packet) *shared {
+	list := m.shares.list.Load()
+	if list == nil || len(p.Pages) == 0 {
+		return nil
+	}
+	first := uintptr(unsafe.Pointer(unsafe.SliceData(p.Pages[0])))
+	for _, sh := range *list {
+		if first-sh.base >= uintptr(sh.size) {
+			continue
+		}
+		for _, pg := range p.Pages {
+			a := uintptr(unsafe.Pointer(unsafe.SliceData(pg)))
+			if a-sh.base >= uintptr(sh.size) || uintptr(sh.size)-(a-sh.base) < uintptr(len(pg)) {
+				return nil
+			}
+		}
+		return sh
+	}
+	return nil
+}
+
+// mapShared makes sure the plugin has sh mapped on c's channel; false:
+// it could not, and c copies sh's pages instead.
+func (c *channel) mapShared(sh *shared) (bool, error) {
+	for _, id := range c.mapped {
+		if id == sh.id {
+			return true, nil
+		}
+		if id == ^sh.id {
+			return false, nil
+		}
+	}
+	if len(c.mapped) >= sdkgp.PlaneMaxMaps {
+		return false, nil
+	}
+	d := c.dp
+	var req [sdkgp.PlaneMapSize]byte
+	sdkgp.PutPlaneMap(req[:], sh.id, sh.size, sh.off)
+	d.conn.SetDeadline(time.Now().Add(c.m.cfg.CallTimeout))
+	if _, _, err := d.conn.WriteMsgUnix(req[:], unix.UnixRights(int(sh.file.Fd())), nil); err != nil {
+		return false, c.planeFail("map", err)
+	}
+	k, err := d.conn.Read(d.resp[:])
+	if err != nil {
+		return false, c.planeFail("map", err)
+	}
+	code, _, text, err := sdkgp.PlaneResponse(d.resp[:k])
+	if err != nil {
+		c.dead = fmt.Errorf("%w: %s, channel %d: map: %v", ErrPlugin, c.m.name, c.ch, err)
+		return false, c.dead
+	}
+	if code != sdkgp.PlaneOK {
+		c.m.cfg.Log.Debug("the plugin did not map shared memory: pages are copied", "plugin", c.m.name, "channel", c.ch, "err", text)
+		c.mapped = append(c.mapped, ^sh.id)
+		return false, nil
+	}
+	c.mapped = append(c.mapped, sh.id)
+	return true, nil
+}
+
+// prepareOnPlane sends the pages by offset if they are in shared memory
+// the plugin has mapped, else copies them into the region; the plugin's
+// payload is copied out of the region: the plugin can change the region
+// at any time, so the payload is copied once, after its length is
+// checked.
 func (c *channel) prepareOnPlane(p *sdk.Packet, dst []byte) ([]byte, error) {
 	in, off := c.dp.reg.in(), 0
-	for _, pg := range p.Pages {
-		if len(pg) > len(in)-off {
-			return dst, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))
+	op, arg := uint32(sdkgp.PlanePrepare), 0
+	sh := c.m.sharedFor(p)
+	if sh != nil {
+		ok, err := c.mapShared(sh)
+		if err != nil {
+			return dst, err
 		}
-		off += copy(in[off:], pg)
+		if !ok {
+			sh = nil
+		}
 	}
-	n, err := c.call(sdkgp.PlanePrepare, len(p.Pages), p.Seq, 0)
+	if sh != nil && len(p.Pages)*8 <= len(in) {
+		op, arg = sdkgp.PlanePrepareShared, int(sh.id)
+		c.m.byOffset.Add(1)
+		for i, pg := range p.Pages {
+			binary.LittleEndian.PutUint64(in[i*8:], uint64(uintptr(unsafe.Pointer(unsafe.SliceData(pg)))-sh.base))
+		}
+	} else {
+		for _, pg := range p.Pages {
+			if len(pg) > len(in)-off {
+				return dst, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))
+			}
+			off += copy(in[off:], pg)
+		}
+	}
+	n, err := c.call(op, len(p.Pages), p.Seq, arg)
 	if err != nil {
 		return dst, err
 	}

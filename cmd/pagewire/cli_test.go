@@ -80,7 +80,11 @@ func start(t testing.TB, args ...string) *proc {
 func startRecv(t testing.TB, args ...string) (*proc, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	p := &proc{cmd: exec.CommandContext(ctx, bin, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	name := bin
+	if len(args) > 1 && args[0] == "--qemu--" { // another program (a wrapper): args[1]
+		name, args = args[1], args[2:]
+	}
+	p := &proc{cmd: exec.CommandContext(ctx, name, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = &p.stdout
 	pr, err := p.cmd.StderrPipe()
 	if err != nil {

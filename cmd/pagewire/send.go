@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -107,9 +106,11 @@ func loadImage(path, block string) (core.Memory, func(), error) {
 		return nil, nil, err
 	}
 	defer dec.Close()
-	data, err := io.ReadAll(dec)
+	// Into shared memory, as a raw image's file mapping is: a go-plugin
+	// method then maps the pages instead of having them copied to it.
+	im, err := core.ReadImage(dec, block)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decompress %s: %w", path, err)
 	}
-	return core.Blocks{{Name: block, Data: data}}, func() {}, nil
+	return im, func() { im.Close() }, nil
 }

@@ -66,18 +66,22 @@ func FuzzPlaneServe(f *testing.F) {
 	f.Add(req, true)
 	PutPlaneRequest(req, PlaneRecv, 128, 2, 128*4096)
 	f.Add(req, false)
+	PutPlaneRequest(req, PlanePrepareShared, 2, 3, 1)
+	f.Add(req, true)
 	f.Add([]byte{1}, true)
 	half := PlaneHalf(128, 4096)
 	shm := make([]byte, 2*half)
+	shared := make([]byte, 5*4096) // mapping 1
 	f.Fuzz(func(t *testing.T, req []byte, send bool) {
-		c := &channel{opts: sdk.Options{PageSize: 4096, PacketPages: 128}, shm: shm, half: half}
+		c := &channel{opts: sdk.Options{PageSize: 4096, PacketPages: 128}, shm: shm, half: half,
+			maps: map[uint64][]byte{1: shared}}
 		c.packet.Pages = make([][]byte, 0, 128)
 		if send {
 			c.snd = echoSender{}
 		} else {
 			c.rcv = echoReceiver{}
 		}
-		resp := c.serve(req, make([]byte, PlaneResponseSize+PlaneMaxText))
+		resp := c.serve(req, -1, make([]byte, PlaneResponseSize+PlaneMaxText))
 		code, n, _, err := PlaneResponse(resp)
 		if err != nil {
 			t.Fatalf("serve answered something PlaneResponse refuses: %v", err)
@@ -85,7 +89,7 @@ func FuzzPlaneServe(f *testing.F) {
 		if code == PlaneOK && n > uint64(half) {
 			t.Fatalf("payload of %d bytes in a half of %d", n, half)
 		}
-		if len(req) == PlaneRequestSize && code == PlaneOK && send {
+		if len(req) == PlaneRequestSize && code == PlaneOK && send && binary.LittleEndian.Uint32(req) == PlanePrepare {
 			np := int(binary.LittleEndian.Uint32(req[4:]))
 			if n != uint64(np*4096) || !bytes.Equal(shm[half:half+int(n)], shm[:n]) {
 				t.Fatalf("echo of %d pages gave %d bytes", np, n)

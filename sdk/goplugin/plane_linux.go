@@ -2,6 +2,7 @@ package goplugin
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -119,17 +120,80 @@ func (c *channel) attach(p *plane, token uint64, half int) error {
 // (or Close does).
 func (c *channel) loop(conn *net.UnixConn) {
 	defer conn.Close()
-	req := make([]byte, PlaneRequestSize+1)
+	req := make([]byte, PlaneMapSize+1)
+	oob := make([]byte, syscall.CmsgSpace(4*4))
 	resp := make([]byte, PlaneResponseSize+PlaneMaxText)
 	for {
-		n, err := conn.Read(req)
+		n, oobn, _, _, err := conn.ReadMsgUnix(req, oob)
 		if err != nil {
 			return
 		}
-		if _, err := conn.Write(c.serve(req[:n], resp)); err != nil {
+		fd := -1
+		if oobn > 0 {
+			fd = takeFD(oob[:oobn])
+		}
+		if _, err := conn.Write(c.serve(req[:n], fd, resp)); err != nil {
 			return
 		}
 	}
+}
+
+// takeFD returns the one descriptor a message carried, or -1 (then all
+// it carried, if any, are closed).
+func takeFD(oob []byte) int {
+	var fds []int
+	if cms, err := syscall.ParseSocketControlMessage(oob); err == nil {
+		for _, cm := range cms {
+			if r, err := syscall.ParseUnixRights(&cm); err == nil {
+				fds = append(fds, r...)
+			}
+		}
+	}
+	if len(fds) == 1 {
+		return fds[0]
+	}
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
+	return -1
+}
+
+func closeFD(fd int) { syscall.Close(fd) }
+
+// mapShared maps size bytes of fd from off, read-only, as mapping id
+// (PlaneMap); it takes fd.
+func (c *channel) mapShared(id uint64, fd int, size, off uint64) error {
+	if fd < 0 {
+		return errors.New("data plane: map without a descriptor")
+	}
+	defer syscall.Close(fd)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.shm == nil:
+		return errors.New("data plane: channel closed")
+	case c.snd == nil:
+		return errors.New("data plane: shared memory on a channel not set up to send")
+	case len(c.maps) >= PlaneMaxMaps:
+		return fmt.Errorf("data plane: more than %d shared mappings", PlaneMaxMaps)
+	case c.maps[id] != nil:
+		return fmt.Errorf("data plane: shared mapping %d exists", id)
+	case size == 0 || size > 1<<48 || off > 1<<62:
+		return fmt.Errorf("data plane: shared mapping of %d bytes at %d", size, off)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || uint64(st.Size) < off || uint64(st.Size)-off < size {
+		return fmt.Errorf("data plane: shared memory of %d bytes at %d, file of %d", size, off, st.Size)
+	}
+	mem, err := syscall.Mmap(fd, int64(off), int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("data plane: map shared memory: %w", err)
+	}
+	if c.maps == nil {
+		c.maps = make(map[uint64][]byte)
+	}
+	c.maps[id] = mem
+	return nil
 }
 
 // detach ends the channel's data plane; c.mu is held.
@@ -141,5 +205,9 @@ func (c *channel) detach() {
 	if c.shm != nil {
 		syscall.Munmap(c.shm)
 		c.shm = nil
+	}
+	for id, mem := range c.maps {
+		syscall.Munmap(mem)
+		delete(c.maps, id)
 	}
 }

@@ -13,3 +13,9 @@ func (c *channel) attach(*plane, uint64, int) error {
 }
 
 func (c *channel) detach() {}
+
+func closeFD(int) {}
+
+func (c *channel) mapShared(uint64, int, uint64, uint64) error {
+	return errors.New("data plane: Linux only")
+}

@@ -102,6 +102,7 @@ type channel struct {
 	shm  []byte
 	half int
 	conn io.Closer
+	maps map[uint64][]byte // the host's memory mapped read-only, by id (PlaneMap)
 }
 
 type methodServer struct {

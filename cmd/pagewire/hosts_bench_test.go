@@ -1,0 +1,128 @@
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire/internal/corpus"
+)
+
+// BenchmarkTwoHosts is an end-to-end transfer as it runs between two
+// hosts: 'pagewire send' and 'pagewire recv' are separate processes over
+// loopback TCP (4 channels), each pinned to a core of its own with
+// taskset, as two hosts of one core each would be; a plugin process
+// inherits its host process's core. Each codec runs built in, as a
+// go-plugin, as Go-built Wasm and as C-built Wasm, in turn within every
+// iteration, on a corpus image.
+//
+// The time of a transfer is the sender's own figure (its JSON
+// "seconds": from opening the channels to the receiver's DONE), so
+// process start, reading the image and loading or compiling a plugin do
+// not count. X-MB/s is each tier's throughput (RAM bytes, zero pages
+// included) and X/builtin its fraction of the built-in's.
+//
+// BenchmarkGoPluginVsBuiltin (goplugin) and BenchmarkTiers (wasm) put
+// both ends in one process, so there the two ends' costs add up on the
+// machine's two cores; here only the slower end counts, as between two
+// hosts.
+func BenchmarkTwoHosts(b *testing.B) {
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs two cores: one for each end")
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		b.Fatal("taskset (util-linux) not found: ", err)
+	}
+	images, err := corpus.List()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cdir, err := corpus.Dir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img := images[0]
+	src := filepath.Join(cdir, img.File)
+	dir := b.TempDir()
+	plugins := buildPlugins(b, dir, "zstd", "lz4")
+	for _, codec := range []string{"zstd", "lz4"} {
+		tiers := []struct{ name, flag, value string }{
+			{"builtin", "--method", codec},
+			{"go-plugin", "--plugin", plugins[codec]},
+			{"go-wasm", "--plugin", plugins[codec+".wasm"]},
+			{"c-wasm", "--plugin", plugins[codec+"-c.wasm"]},
+		}
+		b.Run(codec, func(b *testing.B) {
+			took := make([]time.Duration, len(tiers))
+			for n := 0; b.Loop(); n++ {
+				for k := range tiers { // a different tier first each time
+					i := (n + k) % len(tiers)
+					t := tiers[i]
+					took[i] += pinnedTransfer(b, taskset, dir, src, t.flag, t.value)
+				}
+			}
+			mb := float64(img.Size) * float64(b.N) / 1e6
+			for i, t := range tiers {
+				b.ReportMetric(mb/took[i].Seconds(), t.name+"-MB/s")
+				if i > 0 {
+					b.ReportMetric(took[0].Seconds()/took[i].Seconds(), t.name+"/builtin")
+				}
+			}
+		})
+	}
+}
+
+// buildPlugins builds the go-plugin, Go-built Wasm and C-built Wasm
+// plugins of codecs into dir; keys are NAME, NAME.wasm and NAME-c.wasm.
+func buildPlugins(b *testing.B, dir string, codecs ...string) map[string]string {
+	b.Helper()
+	paths := map[string]string{}
+	for _, c := range codecs {
+		pkg := "../../plugins/" + c + "/plugin"
+		paths[c] = filepath.Join(dir, c)
+		if out, err := exec.Command("go", "build", "-o", paths[c], pkg).CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
+		paths[c+".wasm"] = filepath.Join(dir, c+".wasm")
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", paths[c+".wasm"], pkg)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("build %s for wasip1: %v\n%s", pkg, err, out)
+		}
+		paths[c+"-c.wasm"] = filepath.Join(dir, c+"-c.wasm")
+	}
+	if out, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
+		b.Fatalf("scripts/build-c-plugins.sh: %v\n%s", err, out)
+	}
+	return paths
+}
+
+// pinnedTransfer sends src from a sender pinned to core 0 to a receiver
+// pinned to core 1, both loading the method with flag value, and returns
+// the sender's transfer time.
+func pinnedTransfer(b *testing.B, taskset, dir, src, flag, value string) time.Duration {
+	b.Helper()
+	out := filepath.Join(dir, "out.img")
+	r, addr := startRecv(b, "--qemu--", taskset, "-c", "1", bin, "recv", "--listen", "tcp:127.0.0.1:0",
+		"--out", out, "--channels", "4", flag, value)
+	s := start(b, "--qemu--", taskset, "-c", "0", bin, "send", "--to", addr, "--channels", "4", "--json", flag, value, src)
+	if code := s.wait(b); code != 0 {
+		b.Fatalf("send exited %d: %s", code, s.stderr)
+	}
+	if code := r.wait(b); code != 0 {
+		b.Fatalf("recv exited %d: %s", code, r.stderr)
+	}
+	var sum struct {
+		Seconds float64 `json:"seconds"`
+	}
+	if err := json.Unmarshal(s.stdout.Bytes(), &sum); err != nil || sum.Seconds <= 0 {
+		b.Fatalf("send summary: %v: %s", err, s.stdout.String())
+	}
+	os.Remove(out)
+	return time.Duration(sum.Seconds * float64(time.Second))
+}

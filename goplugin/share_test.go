@@ -1,0 +1,84 @@
+package goplugin_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/goplugin"
+	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// transfer moves mem's block pc.ram from a sender using ms to a
+// receiver using mr over an in-memory pipe and returns what arrived.
+func transfer(t *testing.T, mem core.Memory, ms, mr sdk.Method) []byte {
+	t.Helper()
+	ctx := context.Background()
+	p := channels.NewPipe()
+	dst := make([]byte, len(mem.Blocks()[0].Data))
+	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: "pc.ram", Data: dst}}})
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(ctx, p)
+		done <- err
+	}()
+	s, err := core.NewSender(ctx, p, mem, core.SenderConfig{Channels: 3, Method: ms})
+	if err != nil {
+		p.Close()
+		<-done
+		t.Fatal(err)
+	}
+	if err := s.SendBlock("pc.ram"); err != nil {
+		t.Error(err)
+	}
+	if _, err := s.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestSharedMemory: a sender whose memory is a shared mapping (a memfd
+// image) lets the plugin map it and sends every packet by offset; the
+// pages arrive intact at a built-in receiver. Heap memory, or
+// NoSharedMemory, copies the pages instead, with the same result.
+func TestSharedMemory(t *testing.T) {
+	img := pagegen.Image(8<<20, 4096, 3)
+	im, err := core.ReadImage(bytes.NewReader(img), "pc.ram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	bi, err := core.Methods.Lookup("zstd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mem    core.Memory
+		cfg    goplugin.Config
+		shared bool
+	}{
+		{"memfd", im, goplugin.Config{}, true},
+		{"memfd, NoSharedMemory", im, goplugin.Config{NoSharedMemory: true}, false},
+		{"heap", core.Blocks{{Name: "pc.ram", Data: img}}, goplugin.Config{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := load(t, "zstd", tc.cfg)
+			for round := range 2 { // the second transfer shares the memory again
+				if got := transfer(t, tc.mem, m, bi); !bytes.Equal(got, img) {
+					t.Fatalf("round %d: the received image differs", round)
+				}
+			}
+			n := goplugin.PacketsByOffset(m)
+			if tc.shared != (n > 0) {
+				t.Errorf("%d packets went by offset; shared memory expected: %v", n, tc.shared)
+			}
+		})
+	}
+}
