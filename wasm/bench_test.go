@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/corpus"
 	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/sdk"
@@ -42,7 +43,7 @@ func BenchmarkWasmVsBuiltin(b *testing.B) {
 		if c.trusted {
 			label += "/trusted"
 		}
-		b.Run(label, func(b *testing.B) { xfer.Compare(b, img, dst, bi, w, "wasm") })
+		b.Run(label, func(b *testing.B) { xfer.Compare(b, core.Blocks{{Name: "pc.ram", Data: img}}, dst, bi, w, "wasm") })
 	}
 }
 
@@ -121,6 +122,7 @@ func tiers(b *testing.B, codec string) []tier {
 func BenchmarkTiers(b *testing.B) {
 	img := corpusImage(b)
 	dst := make([]byte, len(img))
+	src := core.Blocks{{Name: "pc.ram", Data: img}}
 	for _, codec := range []string{"zstd", "lz4"} {
 		ts := tiers(b, codec)
 		b.Run(codec, func(b *testing.B) {
@@ -130,7 +132,7 @@ func BenchmarkTiers(b *testing.B) {
 			for n := 0; b.Loop(); n++ {
 				for k := range ts { // a different tier first each time
 					i := (n + k) % len(ts)
-					took[i] += xfer.MustTime(b, img, dst, ts[i].m, ts[i].m)
+					took[i] += xfer.MustTime(b, src, dst, ts[i].m, ts[i].m)
 				}
 			}
 			report(b, ts, took, float64(len(img))*float64(b.N)/1e6)

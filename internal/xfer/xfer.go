@@ -12,26 +12,27 @@ import (
 	"github.com/pagewire/pagewire/sdk"
 )
 
-// Time moves img as block pc.ram from a sender using ms to a receiver
-// using mr, writing into dst, over 2 channels of an in-memory pipe, and
+// Time moves src's one block from a sender using ms to a receiver using
+// mr, writing into dst, over 2 channels of an in-memory pipe, and
 // returns how long it took.
-func Time(img, dst []byte, ms, mr sdk.Method) (time.Duration, error) {
+func Time(src core.Memory, dst []byte, ms, mr sdk.Method) (time.Duration, error) {
+	name := src.Blocks()[0].Name
 	ctx := context.Background()
 	p := channels.NewPipe()
 	done := make(chan error, 1)
-	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: "pc.ram", Data: dst}}})
+	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: name, Data: dst}}})
 	start := time.Now()
 	go func() {
 		_, err := r.Receive(ctx, p)
 		done <- err
 	}()
-	s, err := core.NewSender(ctx, p, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 2, Method: ms})
+	s, err := core.NewSender(ctx, p, src, core.SenderConfig{Channels: 2, Method: ms})
 	if err != nil {
 		p.Close()
 		<-done
 		return 0, err
 	}
-	err = s.SendBlock("pc.ram")
+	err = s.SendBlock(name)
 	if _, cerr := s.Close(); cerr != nil {
 		err = cerr
 	}
@@ -42,26 +43,27 @@ func Time(img, dst []byte, ms, mr sdk.Method) (time.Duration, error) {
 }
 
 // MustTime is Time, failing tb on error.
-func MustTime(tb testing.TB, img, dst []byte, ms, mr sdk.Method) time.Duration {
+func MustTime(tb testing.TB, src core.Memory, dst []byte, ms, mr sdk.Method) time.Duration {
 	tb.Helper()
-	d, err := Time(img, dst, ms, mr)
+	d, err := Time(src, dst, ms, mr)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return d
 }
 
-// Compare transfers img with builtin and with other on both ends, side by
+// Compare transfers src with builtin and with other on both ends, side by
 // side in every iteration of b, and reports builtin-MB/s, NAME-MB/s and
 // NAME/builtin (other's throughput over the built-in's).
-func Compare(b *testing.B, img, dst []byte, builtin, other sdk.Method, name string) {
-	b.SetBytes(int64(len(img)))
+func Compare(b *testing.B, src core.Memory, dst []byte, builtin, other sdk.Method, name string) {
+	size := len(src.Blocks()[0].Data)
+	b.SetBytes(int64(size))
 	var tb, to time.Duration
 	for b.Loop() {
-		tb += MustTime(b, img, dst, builtin, builtin)
-		to += MustTime(b, img, dst, other, other)
+		tb += MustTime(b, src, dst, builtin, builtin)
+		to += MustTime(b, src, dst, other, other)
 	}
-	mb := float64(len(img)) * float64(b.N) / 1e6
+	mb := float64(size) * float64(b.N) / 1e6
 	b.ReportMetric(mb/tb.Seconds(), "builtin-MB/s")
 	b.ReportMetric(mb/to.Seconds(), name+"-MB/s")
 	b.ReportMetric(tb.Seconds()/to.Seconds(), name+"/builtin")
