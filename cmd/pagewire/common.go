@@ -40,8 +40,9 @@ func isWasm(path string) (bool, error) {
 
 // loadPlugin loads a Wasm module with the Wasm host and anything else as
 // a go-plugin executable; closer releases it. pinSHA (hex) pins a
-// go-plugin binary's sha256.
-func loadPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk.Method, func(), error) {
+// go-plugin binary's sha256; noShare keeps a go-plugin from mapping the
+// sender's memory.
+func loadPlugin(ctx context.Context, path, pinSHA string, noShare bool, wcfg wasm.Config) (sdk.Method, func(), error) {
 	w, err := isWasm(path)
 	if err != nil {
 		return nil, nil, err
@@ -56,7 +57,7 @@ func loadPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk
 		}
 		return m, func() { m.Close(context.Background()) }, nil
 	}
-	var cfg goplugin.Config
+	cfg := goplugin.Config{NoSharedMemory: noShare}
 	if pinSHA != "" {
 		sum, err := hex.DecodeString(pinSHA)
 		if err != nil || len(sum) != sha256.Size {
@@ -83,6 +84,7 @@ type common struct {
 	trusted  bool
 	strict   bool
 	pinSHA   string
+	noShare  bool
 
 	loaded      sdk.Method // the --plugin method
 	closeLoaded func()     // closes loaded
@@ -98,6 +100,7 @@ func (c *common) register(cmd *cobra.Command) {
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
 	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a go-plugin --plugin whose sha256 is not HEX")
+	f.BoolVar(&c.noShare, "plugin-no-share", false, "copy every page to a go-plugin --plugin instead of letting it map the sender's memory read-only (it then sees only the pages it compresses)")
 	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a WASI --plugin without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs (modules without WASI never have them: sdk/ABI.md, Tiers)")
 	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, modules without WASI too: stoppable anywhere, 2.5-5x slower")
 }
@@ -108,7 +111,7 @@ func (c *common) lookup() (sdk.Method, error) {
 	}
 	if c.plugin != "" {
 		if c.loaded == nil {
-			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, wasm.Config{Trusted: c.trusted, Strict: c.strict})
+			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, c.noShare, wasm.Config{Trusted: c.trusted, Strict: c.strict})
 			if err != nil {
 				return nil, err
 			}
