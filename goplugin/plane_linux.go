@@ -230,7 +230,9 @@ type shares struct {
 // of a copy of the pages. The plugin can read all of data, not only the
 // pages it is given ([Config.NoSharedMemory] turns this off). A failure
 // only means the pages are copied; unshare ends the offer (channels that
-// mapped it keep their mapping until they close).
+// mapped it keep their mapping until they close). data must stay mapped
+// until unshare, which must not run while a Sender may still be given
+// pages of data (a core.Sender unshares once its channels are done).
 func (m *Method) ShareMemory(data []byte, f *os.File, off int64) (unshare func()) {
 	if m.plane == nil || m.cfg.NoSharedMemory || len(data) == 0 || f == nil || off%int64(os.Getpagesize()) != 0 {
 		return func() {}
