@@ -3,6 +3,9 @@ package goplugin
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +86,89 @@ func TestPlaneHostile(t *testing.T) {
 				t.Fatal("the fake plugin did not finish")
 			}
 		})
+	}
+}
+
+// TestShareRefused: a plugin that cannot map shared memory (an older
+// SDK answers the map request as a bad request) gets the pages copied,
+// and is not asked to map that memory again.
+func TestShareRefused(t *testing.T) {
+	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := sdkgp.UnixConn(fds[1])
+	defer peer.Close()
+	mfd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(mfd), "memfd")
+	defer f.Close()
+	if err := f.Truncate(4 * 4096); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(mfd, 0, 4*4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	copy(mem[4096:], "page one")
+	m := &Method{name: "old", cfg: Config{CallTimeout: 2 * time.Second, Log: slog.Default()}, client: plugin.NewClient(&plugin.ClientConfig{})}
+	m.plane = &plane{}
+	unshare := m.ShareMemory(mem, f, 0)
+	defer unshare()
+	c := &channel{m: m, ch: 1, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
+	defer c.dp.close()
+
+	// The fake plugin: refuses the map (as an older SDK does: it reads
+	// 25 bytes of the 32 and calls the request malformed), then echoes
+	// the copied page as the payload.
+	ops := make(chan uint32, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := make([]byte, sdkgp.PlaneRequestSize+1)
+		for {
+			n, err := peer.Read(req)
+			if err != nil {
+				return
+			}
+			op := binary.LittleEndian.Uint32(req)
+			ops <- op
+			resp := make([]byte, sdkgp.PlaneResponseSize)
+			if n != sdkgp.PlaneRequestSize {
+				binary.LittleEndian.PutUint32(resp, sdkgp.PlaneFailed)
+				resp = append(resp, "data plane: request of 25 bytes"...)
+			} else {
+				copy(reg.out(), reg.in()[:4096])
+				binary.LittleEndian.PutUint64(resp[8:], 4096)
+			}
+			peer.Write(resp)
+		}
+	}()
+	for round := range 2 {
+		out, err := (*sender)(c).Prepare(&sdk.Packet{Seq: 1, Pages: [][]byte{mem[4096:8192]}}, nil)
+		if err != nil || string(out[:8]) != "page one" {
+			t.Fatalf("round %d: %q, %v", round, out[:min(len(out), 8)], err)
+		}
+	}
+	peer.Close()
+	c.dp.close()
+	<-done
+	close(ops)
+	var got []uint32
+	for op := range ops {
+		got = append(got, op)
+	}
+	if want := []uint32{sdkgp.PlaneMap, sdkgp.PlanePrepare, sdkgp.PlanePrepare}; !slices.Equal(got, want) {
+		t.Errorf("requests %v, want %v", got, want)
+	}
+	if PacketsByOffset(m) != 0 {
+		t.Errorf("%d packets by offset", PacketsByOffset(m))
 	}
 }
