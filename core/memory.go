@@ -19,9 +19,12 @@ type Block struct {
 	Name string
 	Data []byte
 	// File, if set, is the file Data is a shared mapping of, from byte
-	// Offset, as a VMM's guest RAM backed by a memfd or hugetlbfs file
-	// is: a Sender then lets an out-of-process method map the pages
-	// itself (see [MemorySharer]) instead of copying them to it.
+	// Offset, as a VMM's guest RAM backed by a memfd is: a Sender then
+	// offers it to an out-of-process method, which maps the pages itself
+	// (see [MemorySharer]) instead of having them copied to it if the
+	// file is a memfd sealed against writing (F_SEAL_WRITE, or
+	// F_SEAL_FUTURE_WRITE once the VMM has mapped it) and shrinking
+	// (F_SEAL_SHRINK), as [ReadImage]'s are.
 	File   *os.File
 	Offset int64
 }
@@ -103,14 +106,18 @@ func OpenImage(path, name string) (*Image, error) {
 // ReadImage reads r to its end into anonymous shared memory (a memfd)
 // mapped read-only as one block named name: an image that is not a file
 // of its own, such as a decompressed one, that a plugin process can
-// still map (see [Block]).
+// still map (see [Block]). The memfd is sealed against writing, shrinking
+// and growing, so nobody who is given it can change it.
 func ReadImage(r io.Reader, name string) (*Image, error) {
-	fd, err := unix.MemfdCreate("pagewire-image", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("pagewire-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "memfd:"+name)
 	size, err := io.Copy(f, r)
+	if err == nil {
+		_, err = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL)
+	}
 	if err != nil {
 		f.Close()
 		return nil, err

@@ -1,6 +1,7 @@
 package goplugin
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"log/slog"
@@ -103,7 +104,7 @@ func TestShareRefused(t *testing.T) {
 	}
 	peer := sdkgp.UnixConn(fds[1])
 	defer peer.Close()
-	mfd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
+	mfd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +121,20 @@ func TestShareRefused(t *testing.T) {
 	copy(mem[4096:], "page one")
 	m := &Method{name: "old", cfg: Config{CallTimeout: 2 * time.Second, Log: slog.Default()}, client: plugin.NewClient(&plugin.ClientConfig{})}
 	m.plane = &plane{}
+	// Not sealed: not shared.
+	m.ShareMemory(mem, f, 0)
+	if m.shares.list.Load() != nil {
+		t.Fatal("memory that can still be written or shrunk was shared")
+	}
+	// Sealed as a VMM would, with its own mapping writable.
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_FUTURE_WRITE); err != nil {
+		t.Fatal(err)
+	}
 	unshare := m.ShareMemory(mem, f, 0)
 	defer unshare()
+	if list := m.shares.list.Load(); list == nil || len(*list) != 1 {
+		t.Fatal("sealed memory was not shared")
+	}
 	c := &channel{m: m, ch: 1, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
 	defer c.dp.close()
 
@@ -153,7 +166,7 @@ func TestShareRefused(t *testing.T) {
 	}()
 	for round := range 2 {
 		out, err := (*sender)(c).Prepare(&sdk.Packet{Seq: 1, Pages: [][]byte{mem[4096:8192]}}, nil)
-		if err != nil || string(out[:8]) != "page one" {
+		if err != nil || !bytes.HasPrefix(out, []byte("page one")) {
 			t.Fatalf("round %d: %q, %v", round, out[:min(len(out), 8)], err)
 		}
 	}

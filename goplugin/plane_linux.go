@@ -224,21 +224,26 @@ type shares struct {
 }
 
 // ShareMemory offers the plugin process data, a shared mapping of f from
-// off (as a VMM's guest RAM backed by a memfd or a file is, or a
-// [core.Image]): the plugin maps it read-only once per channel, and
-// every packet of pages from it then travels as their offsets instead
-// of a copy of the pages. The plugin can read all of data, not only the
-// pages it is given ([Config.NoSharedMemory] turns this off). A failure
-// only means the pages are copied; unshare ends the offer (channels that
-// mapped it keep their mapping until they close). data must stay mapped
-// until unshare, which must not run while a Sender may still be given
-// pages of data (a core.Sender unshares once its channels are done).
+// off (as a VMM's guest RAM backed by a memfd is, or a core.ReadImage
+// image): the plugin maps it read-only once per channel, and every
+// packet of pages from it then travels as their offsets instead of a
+// copy of the pages. Only a file sealed against writing (F_SEAL_WRITE,
+// or F_SEAL_FUTURE_WRITE) and shrinking (F_SEAL_SHRINK) is shared, so
+// the plugin can neither write into the memory nor take pages away
+// under the host's mapping; other memory, or with
+// [Config.NoSharedMemory], is copied. The plugin can read all of the
+// file, not only the pages it is given, for as long as it runs (it may
+// keep the descriptor). A failure only means the pages are copied;
+// unshare ends the offer (channels that mapped it keep their mapping
+// until they close). data must stay mapped until unshare.
 func (m *Method) ShareMemory(data []byte, f *os.File, off int64) (unshare func()) {
 	if m.plane == nil || m.cfg.NoSharedMemory || len(data) == 0 || f == nil || off%int64(os.Getpagesize()) != 0 {
 		return func() {}
 	}
-	// A read-only open file description: the plugin's mapping can never
-	// be made writable.
+	if err := sealed(f); err != nil {
+		m.cfg.Log.Debug("memory not shared with the plugin: pages are copied", "plugin", m.name, "err", err)
+		return func() {}
+	}
 	ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	if err != nil {
 		m.cfg.Log.Debug("memory not shared with the plugin: pages are copied", "plugin", m.name, "err", err)
@@ -268,6 +273,18 @@ func (m *Method) ShareMemory(data []byte, f *os.File, off int64) (unshare func()
 		}
 		ro.Close()
 	}
+}
+
+// sealed checks that f is sealed against writing and shrinking.
+func sealed(f *os.File) error {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return fmt.Errorf("%s has no seals: %w", f.Name(), err)
+	}
+	if seals&unix.F_SEAL_SHRINK == 0 || seals&(unix.F_SEAL_WRITE|unix.F_SEAL_FUTURE_WRITE) == 0 {
+		return fmt.Errorf("%s is not sealed against writing and shrinking (seals %#x)", f.Name(), seals)
+	}
+	return nil
 }
 
 // sharedFor returns the shared memory that holds every page of p, or nil.
@@ -310,8 +327,20 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 	var req [sdkgp.PlaneMapSize]byte
 	sdkgp.PutPlaneMap(req[:], sh.id, sh.size, sh.off)
 	d.conn.SetDeadline(time.Now().Add(c.m.cfg.CallTimeout))
-	if _, _, err := d.conn.WriteMsgUnix(req[:], unix.UnixRights(int(sh.file.Fd())), nil); err != nil {
-		return false, c.planeFail("map", err)
+	rc, err := sh.file.SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	var werr error
+	// Control holds the descriptor open while it is sent: an unshare
+	// that closes the file meanwhile cannot put another in its place.
+	if err := rc.Control(func(fd uintptr) {
+		_, _, werr = d.conn.WriteMsgUnix(req[:], unix.UnixRights(int(fd)), nil)
+	}); err != nil {
+		return false, nil // unshared meanwhile: copy
+	}
+	if werr != nil {
+		return false, c.planeFail("map", werr)
 	}
 	k, err := d.conn.Read(d.resp[:])
 	if err != nil {

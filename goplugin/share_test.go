@@ -13,8 +13,9 @@ import (
 )
 
 // transfer moves mem's block pc.ram from a sender using ms to a
-// receiver using mr over an in-memory pipe and returns what arrived.
-func transfer(t *testing.T, mem core.Memory, ms, mr sdk.Method) []byte {
+// receiver using mr over an in-memory pipe and returns what arrived and
+// how many packets carried pages.
+func transfer(t *testing.T, mem core.Memory, ms, mr sdk.Method) ([]byte, uint64) {
 	t.Helper()
 	ctx := context.Background()
 	p := channels.NewPipe()
@@ -34,13 +35,14 @@ func transfer(t *testing.T, mem core.Memory, ms, mr sdk.Method) []byte {
 	if err := s.SendBlock("pc.ram"); err != nil {
 		t.Error(err)
 	}
-	if _, err := s.Close(); err != nil {
+	st, err := s.Close()
+	if err != nil {
 		t.Error(err)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	return dst
+	return dst, st.Packets
 }
 
 // TestSharedMemory: a sender whose memory is a shared mapping (a memfd
@@ -71,13 +73,18 @@ func TestSharedMemory(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := load(t, "zstd", tc.cfg)
 			for round := range 2 { // the second transfer shares the memory again
-				if got := transfer(t, tc.mem, m, bi); !bytes.Equal(got, img) {
+				before := goplugin.PacketsByOffset(m)
+				got, packets := transfer(t, tc.mem, m, bi)
+				if !bytes.Equal(got, img) {
 					t.Fatalf("round %d: the received image differs", round)
 				}
-			}
-			n := goplugin.PacketsByOffset(m)
-			if tc.shared != (n > 0) {
-				t.Errorf("%d packets went by offset; shared memory expected: %v", n, tc.shared)
+				want := uint64(0)
+				if tc.shared {
+					want = packets
+				}
+				if n := goplugin.PacketsByOffset(m) - before; n != want || packets == 0 {
+					t.Errorf("round %d: %d of %d packets went by offset, want %d", round, n, packets, want)
+				}
 			}
 		})
 	}

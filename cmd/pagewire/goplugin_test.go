@@ -57,9 +57,10 @@ func TestGoPluginCLI(t *testing.T) {
 }
 
 // TestGoPluginSend: 'pagewire send --plugin' with a go-plugin to a
-// built-in receiver, from a raw image file and from a .zst image (both
-// then in shared memory the plugin maps), and with --plugin-no-share:
-// the image arrives intact every time.
+// built-in receiver, from a raw image file (its pages copied to the
+// plugin: the file is not sealed) and from a .zst image (in a sealed
+// memfd the plugin maps), and with --plugin-no-share: the image arrives
+// intact every time.
 func TestGoPluginSend(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "zstd-plugin")

@@ -20,11 +20,11 @@
 // region with each channel (a sealed memfd) and makes each call one
 // request and one response on a socket of the channel's own, both passed
 // to the plugin over a socket it inherits (the data plane, see msg in
-// protocol.go and plane.go). A sender whose memory is itself a shared
-// mapping (a memfd or a file, as a VMM's guest RAM is) goes further: the
-// host passes the plugin a read-only descriptor of it, the plugin maps it
-// once per channel, and a packet's pages then travel as their offsets,
-// not copied (PlaneMap, PlanePrepareShared). Without the data plane, one
+// protocol.go and plane.go). A sender whose memory is a memfd sealed
+// against writing and shrinking (as a VMM's guest RAM can be) goes
+// further: the host passes the plugin a read-only descriptor of it, the
+// plugin maps it once per channel, and a packet's pages then travel as
+// their offsets, not copied (PlaneMap, PlanePrepareShared). Without the data plane, one
 // RPC per packet carries the bytes. The messages are hand-written (no
 // protobuf): see msg in protocol.go. Errors cross as gRPC status codes,
 // [sdk.ErrCorrupt] as codes.DataLoss.

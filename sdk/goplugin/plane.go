@@ -28,7 +28,8 @@ const PlaneEnv = "PAGEWIRE_PLUGIN_PLANE_FD"
 //
 // PlaneMap carries one descriptor (SCM_RIGHTS): a read-only file of the
 // host's memory, the source of its pages, as a VMM's guest RAM backed
-// by a memfd is. The plugin maps size bytes of it from offset,
+// by a memfd is, sealed against writing and shrinking (the plugin
+// refuses a file that could shrink). The plugin maps size bytes of it from offset,
 // read-only, as mapping id of the channel, until the channel ends; the
 // host then sends that memory's pages by their offsets instead of
 // copying them into the region. At most PlaneMaxMaps per channel.
@@ -141,6 +142,9 @@ func (c *channel) planeCall(op uint32, npages int, seq, plen uint64) (n int, err
 		mem, ok := c.maps[plen]
 		if !ok {
 			return 0, fmt.Errorf("data plane: no shared mapping %d", plen)
+		}
+		if npages*8 > half {
+			return 0, fmt.Errorf("data plane: %d page offsets do not fit the region", npages)
 		}
 		c.packet.Pages = c.packet.Pages[:0]
 		for i := range npages {

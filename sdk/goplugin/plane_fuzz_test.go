@@ -3,6 +3,7 @@ package goplugin
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/pagewire/pagewire/sdk"
@@ -58,21 +59,27 @@ func FuzzPlaneResponse(f *testing.F) {
 	})
 }
 
-// FuzzPlaneServe: any request on a channel's data plane gets a response
-// of bounded size and never a panic, and a valid one round-trips.
+// FuzzPlaneServe: any request on a channel's data plane, with any
+// bytes in the region's first half (pages, payload or page offsets), gets
+// a response of bounded size and never a panic, and a valid one
+// round-trips.
 func FuzzPlaneServe(f *testing.F) {
 	req := make([]byte, PlaneRequestSize)
 	PutPlaneRequest(req, PlanePrepare, 3, 1, 0)
-	f.Add(req, true)
+	f.Add(req, []byte{}, true)
 	PutPlaneRequest(req, PlaneRecv, 128, 2, 128*4096)
-	f.Add(req, false)
+	f.Add(req, []byte{}, false)
 	PutPlaneRequest(req, PlanePrepareShared, 2, 3, 1)
-	f.Add(req, true)
-	f.Add([]byte{1}, true)
+	offs := make([]byte, 16)
+	binary.LittleEndian.PutUint64(offs[8:], 4*4096)
+	f.Add(req, offs, true)
+	f.Add([]byte{1}, []byte{}, true)
 	half := PlaneHalf(128, 4096)
 	shm := make([]byte, 2*half)
 	shared := make([]byte, 5*4096) // mapping 1
-	f.Fuzz(func(t *testing.T, req []byte, send bool) {
+	f.Fuzz(func(t *testing.T, req, in []byte, send bool) {
+		clear(shm)
+		copy(shm[:half], in)
 		c := &channel{opts: sdk.Options{PageSize: 4096, PacketPages: 128}, shm: shm, half: half,
 			maps: map[uint64][]byte{1: shared}}
 		c.packet.Pages = make([][]byte, 0, 128)
@@ -82,9 +89,12 @@ func FuzzPlaneServe(f *testing.F) {
 			c.rcv = echoReceiver{}
 		}
 		resp := c.serve(req, -1, make([]byte, PlaneResponseSize+PlaneMaxText))
-		code, n, _, err := PlaneResponse(resp)
+		code, n, text, err := PlaneResponse(resp)
 		if err != nil {
 			t.Fatalf("serve answered something PlaneResponse refuses: %v", err)
+		}
+		if strings.HasPrefix(text, "panic:") {
+			t.Fatalf("serve recovered from a panic: %s", text)
 		}
 		if code == PlaneOK && n > uint64(half) {
 			t.Fatalf("payload of %d bytes in a half of %d", n, half)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // plane is the plugin's end of the host's data-plane socket.
@@ -119,6 +121,13 @@ func (c *channel) attach(p *plane, token uint64, half int) error {
 // loop answers the channel's requests until the host closes the socket
 // (or Close does).
 func (c *channel) loop(conn *net.UnixConn) {
+	defer func() {
+		// The host hung up, with or without closing the channel: the
+		// region and the shared mappings go now.
+		c.mu.Lock()
+		c.detach()
+		c.mu.Unlock()
+	}()
 	defer conn.Close()
 	req := make([]byte, PlaneMapSize+1)
 	oob := make([]byte, syscall.CmsgSpace(4*4))
@@ -180,6 +189,11 @@ func (c *channel) mapShared(id uint64, fd int, size, off uint64) error {
 		return fmt.Errorf("data plane: shared mapping %d exists", id)
 	case size == 0 || size > 1<<48 || off > 1<<62:
 		return fmt.Errorf("data plane: shared mapping of %d bytes at %d", size, off)
+	}
+	// A file that can shrink could take pages away under the mapping:
+	// the next read of them would kill this process (SIGBUS).
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err != nil || seals&unix.F_SEAL_SHRINK == 0 {
+		return errors.New("data plane: shared memory not sealed against shrinking")
 	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil || uint64(st.Size) < off || uint64(st.Size)-off < size {

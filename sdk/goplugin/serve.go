@@ -167,6 +167,8 @@ func (s *methodServer) open(_ context.Context, in *msg) (out *msg, err error) {
 	}
 	c := &channel{ch: ch, opts: sdk.Options{Level: level, PageSize: ps, PacketPages: pp}}
 	c.packet.Pages = make([][]byte, 0, pp)
+	c.mu.Lock() // the data plane's requests wait until the channel is set up
+	defer c.mu.Unlock()
 	onPlane := uint64(0)
 	if p := getPlane(); in.f != 0 && p != nil {
 		if err := c.attach(p, in.f, PlaneHalf(pp, ps)); err != nil {

@@ -19,14 +19,17 @@ import (
 func TestMapShared(t *testing.T) {
 	const ps = 4096
 	mem := bytes.Repeat([]byte("0123456789abcdef"), 4*ps/16) // 4 pages
-	fdOf := func() int {
+	memfd := func(seals int) int {
 		t.Helper()
-		fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC)
+		fd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer unix.Close(fd)
 		if _, err := unix.Write(fd, mem); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
 			t.Fatal(err)
 		}
 		// Read-only, as the host sends it (goplugin reopens it so).
@@ -36,6 +39,8 @@ func TestMapShared(t *testing.T) {
 		}
 		return ro
 	}
+	// As the host sends it: sealed (core.ReadImage), read-only.
+	fdOf := func() int { return memfd(unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW) }
 	half := PlaneHalf(128, ps)
 	newChan := func(send bool) *channel {
 		c := &channel{opts: sdk.Options{PageSize: ps, PacketPages: 128}, shm: make([]byte, 2*half), half: half}
@@ -78,9 +83,23 @@ func TestMapShared(t *testing.T) {
 	if want := append(bytes.Clone(mem[2*ps:3*ps]), mem[:ps]...); !bytes.Equal(c.shm[half:half+2*ps], want) {
 		t.Fatal("the pages read by offset differ")
 	}
-	// The mapping is read-only.
+	// The mapping is read-only, and the memory cannot be written through
+	// the descriptor reopened for writing either.
 	if err := unix.Mprotect(c.maps[1], unix.PROT_READ|unix.PROT_WRITE); err == nil {
 		t.Error("the shared mapping could be made writable")
+	}
+	ro := fdOf()
+	rw, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", ro), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	unix.Close(ro)
+	if err == nil {
+		if _, err := unix.Write(rw, []byte("evil")); err == nil {
+			t.Error("the shared memory could be written through /proc/self/fd")
+		}
+		if b, err := unix.Mmap(rw, 0, ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
+			unix.Munmap(b)
+			t.Error("the shared memory could be mapped writable through /proc/self/fd")
+		}
+		unix.Close(rw)
 	}
 
 	bad := []struct {
@@ -106,12 +125,16 @@ func TestMapShared(t *testing.T) {
 		{"no descriptor", c, mapReq(2, ps, 0), false, "map without a descriptor"},
 		{"descriptor with a prepare", c, req, true, "a descriptor with a request that takes none"},
 		{"on a receiver", newChan(false), mapReq(1, ps, 0), true, "not set up to send"},
+		{"not sealed", c, mapReq(2, ps, 0), false, "not sealed against shrinking"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			fd := -1
 			if tc.fd {
 				fd = fdOf()
+			}
+			if tc.name == "not sealed" {
+				fd = memfd(0)
 			}
 			code, _, text := answer(tc.c, tc.req, fd)
 			if code != PlaneFailed || !strings.Contains(text, tc.text) {
