@@ -93,8 +93,8 @@ type Method struct {
 	plane  *plane // nil: packets in the messages
 	shares shares
 	// byOffset counts the packets whose pages went by offset in shared
-	// memory.
-	byOffset atomic.Uint64
+	// memory, copied those whose pages were copied to the plugin.
+	byOffset, copied atomic.Uint64
 	info     sdk.Info
 	version  int
 	size     int64
@@ -227,6 +227,13 @@ func (m *Method) Close() error {
 		m.plane.close()
 	}
 	return nil
+}
+
+// SharedPackets reports how many packets the plugin's senders took by
+// offset in shared memory (see [Method.ShareMemory]) and how many as a
+// copy of their pages.
+func (m *Method) SharedPackets() (shared, copied uint64) {
+	return m.byOffset.Load(), m.copied.Load()
 }
 
 // Pid is the plugin process's id (0 once it is killed).
@@ -397,6 +404,7 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	if c.dp != nil {
 		return c.prepareOnPlane(p, dst)
 	}
+	c.m.copied.Add(1)
 	ctx, cancel := c.m.callContext()
 	out, err := c.m.conn.Prepare(ctx, c.h, p.Seq, p.Pages, dst)
 	cancel()

@@ -385,6 +385,7 @@ func (c *channel) prepareOnPlane(p *sdk.Packet, dst []byte) ([]byte, error) {
 			binary.LittleEndian.PutUint64(in[i*8:], uint64(uintptr(unsafe.Pointer(unsafe.SliceData(pg)))-sh.base))
 		}
 	} else {
+		c.m.copied.Add(1)
 		for _, pg := range p.Pages {
 			if len(pg) > len(in)-off {
 				return dst, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))

@@ -184,6 +184,10 @@ type summary struct {
 	MBps     float64 `json:"mb_per_s"`
 	Ratio    float64 `json:"ratio"`
 	Verified *bool   `json:"verified,omitempty"`
+	// A go-plugin sender's packets taken by offset in shared memory and
+	// as copies (goplugin.Method.SharedPackets).
+	PluginShared *uint64 `json:"plugin_shared_packets,omitempty"`
+	PluginCopied *uint64 `json:"plugin_copied_packets,omitempty"`
 	core.Stats
 }
 
@@ -199,6 +203,16 @@ func newSummary(role string, st core.Stats) summary {
 	}
 }
 
+// sharedPackets is what the loaded go-plugin took from shared memory and
+// as copies, nil for any other method.
+func (c *common) sharedPackets() (shared, copied *uint64) {
+	if gp, ok := c.loaded.(*goplugin.Method); ok {
+		s, c := gp.SharedPackets()
+		return &s, &c
+	}
+	return nil, nil
+}
+
 func (c *common) report(w io.Writer, s summary) {
 	if c.json {
 		c.printJSON(s)
@@ -207,6 +221,9 @@ func (c *common) report(w io.Writer, s summary) {
 	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, dialect %s\n",
 		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.Pages, s.ZeroPages,
 		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), s.Method, s.Dialect)
+	if s.PluginShared != nil && s.PluginCopied != nil {
+		fmt.Fprintf(w, "%s: the plugin took %d packets from shared memory and %d as copies\n", s.Role, *s.PluginShared, *s.PluginCopied)
+	}
 }
 
 func bytesText(n uint64) string {

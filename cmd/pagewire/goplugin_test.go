@@ -83,18 +83,19 @@ func TestGoPluginSend(t *testing.T) {
 	enc.Close()
 	want := sha256.Sum256(img)
 	for _, tc := range []struct {
-		name  string
-		args  []string
-		image string
+		name   string
+		args   []string
+		image  string
+		shared bool
 	}{
-		{"raw", nil, raw},
-		{"zst", nil, zst},
-		{"zst, no share", []string{"--plugin-no-share"}, zst},
+		{"raw", nil, raw, false},
+		{"zst", nil, zst, true},
+		{"zst, no share", []string{"--plugin-no-share"}, zst, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")
 			r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--out", out, "--method", "zstd", "--channels", "2")
-			args := append([]string{"send", "--to", addr, "--channels", "2", "--plugin", bin}, tc.args...)
+			args := append([]string{"send", "--to", addr, "--channels", "2", "--json", "--plugin", bin}, tc.args...)
 			s := start(t, append(args, tc.image)...)
 			if code := s.wait(t); code != 0 {
 				t.Fatalf("send exited %d: %s", code, s.stderr)
@@ -104,6 +105,16 @@ func TestGoPluginSend(t *testing.T) {
 			}
 			if got := fileSHA(t, out); got != hex.EncodeToString(want[:]) {
 				t.Fatal("the received image differs")
+			}
+			var sum struct {
+				Shared *uint64 `json:"plugin_shared_packets"`
+				Copied *uint64 `json:"plugin_copied_packets"`
+			}
+			if err := json.Unmarshal(s.stdout.Bytes(), &sum); err != nil || sum.Shared == nil || sum.Copied == nil {
+				t.Fatalf("send summary: %v: %s", err, s.stdout.String())
+			}
+			if (*sum.Shared > 0) != tc.shared || (*sum.Copied > 0) == tc.shared {
+				t.Errorf("%d packets by offset, %d copied; shared memory expected: %v", *sum.Shared, *sum.Copied, tc.shared)
 			}
 		})
 	}

@@ -75,6 +75,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			}
 			sum := newSummary("sent", st)
 			sum.Addr, sum.Image = to, args[0]
+			sum.PluginShared, sum.PluginCopied = c.sharedPackets()
 			c.report(os.Stderr, sum)
 			return nil
 		},
