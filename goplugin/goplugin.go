@@ -95,11 +95,11 @@ type Method struct {
 	// byOffset counts the packets whose pages went by offset in shared
 	// memory, copied those whose pages were copied to the plugin.
 	byOffset, copied atomic.Uint64
-	info     sdk.Info
-	version  int
-	size     int64
-	sum      [32]byte
-	start    time.Duration
+	info             sdk.Info
+	version          int
+	size             int64
+	sum              [32]byte
+	start            time.Duration
 }
 
 // Load starts the plugin binary at path and checks it.
