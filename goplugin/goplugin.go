@@ -92,14 +92,15 @@ type Method struct {
 	conn   *sdkgp.Conn
 	plane  *plane // nil: packets in the messages
 	shares shares
+	info    sdk.Info
+	version int
+	size    int64
+	sum     [32]byte
+	start   time.Duration
+
 	// byOffset counts the packets whose pages went by offset in shared
 	// memory, copied those whose pages were copied to the plugin.
 	byOffset, copied atomic.Uint64
-	info             sdk.Info
-	version          int
-	size             int64
-	sum              [32]byte
-	start            time.Duration
 }
 
 // Load starts the plugin binary at path and checks it.
