@@ -85,13 +85,13 @@ type Config struct {
 
 // Method is a running plugin; it implements [sdk.Method].
 type Method struct {
-	name   string
-	path   string
-	cfg    Config
-	client *plugin.Client
-	conn   *sdkgp.Conn
-	plane  *plane // nil: packets in the messages
-	shares shares
+	name    string
+	path    string
+	cfg     Config
+	client  *plugin.Client
+	conn    *sdkgp.Conn
+	plane   *plane // nil: packets in the messages
+	shares  shares
 	info    sdk.Info
 	version int
 	size    int64
