@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +18,28 @@ import (
 	"github.com/pagewire/pagewire/sdk"
 	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
 )
+
+// fakePlane returns channel ch of m on a data plane whose plugin end,
+// peer, the test plays; both are closed when t ends.
+func fakePlane(t *testing.T, m *Method, ch int) (c *channel, peer *net.UnixConn) {
+	t.Helper()
+	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		reg.free()
+		t.Fatal(err)
+	}
+	peer = sdkgp.UnixConn(fds[1])
+	c = &channel{m: m, ch: ch, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
+	t.Cleanup(func() {
+		peer.Close()
+		c.dp.close()
+	})
+	return c, peer
+}
 
 // TestPlaneHostile: the host checks every answer that comes off a
 // channel's data plane; the test plays a lying plugin on the socket.
@@ -46,19 +69,8 @@ func TestPlaneHostile(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			reg, err := newRegion(sdkgp.PlaneHalf(128, 4096))
-			if err != nil {
-				t.Fatal(err)
-			}
-			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer := sdkgp.UnixConn(fds[1])
-			defer peer.Close()
 			m := &Method{name: "liar", cfg: Config{CallTimeout: 200 * time.Millisecond}, client: plugin.NewClient(&plugin.ClientConfig{})}
-			c := &channel{m: m, ch: 2, max: max, dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
-			defer c.dp.close()
+			c, peer := fakePlane(t, m, 2)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -94,16 +106,6 @@ func TestPlaneHostile(t *testing.T) {
 // SDK answers the map request as a bad request) gets the pages copied,
 // and is not asked to map that memory again.
 func TestShareRefused(t *testing.T) {
-	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := sdkgp.UnixConn(fds[1])
-	defer peer.Close()
 	mfd, err := unix.MemfdCreate("t", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		t.Fatal(err)
@@ -135,8 +137,8 @@ func TestShareRefused(t *testing.T) {
 	if list := m.shares.list.Load(); list == nil || len(*list) != 1 {
 		t.Fatal("sealed memory was not shared")
 	}
-	c := &channel{m: m, ch: 1, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
-	defer c.dp.close()
+	c, peer := fakePlane(t, m, 1)
+	reg := c.dp.reg
 
 	// The fake plugin: refuses the map (as an older SDK does: it reads
 	// 25 bytes of the 32 and calls the request malformed), then echoes

@@ -174,14 +174,9 @@ func (c *channel) call(op uint32, npages int, seq uint64, plen int) (uint64, err
 	if _, err := d.conn.Write(d.req[:]); err != nil {
 		return 0, c.planeFail(name, err)
 	}
-	k, err := d.conn.Read(d.resp[:])
+	code, n, text, err := c.answer(name)
 	if err != nil {
-		return 0, c.planeFail(name, err)
-	}
-	code, n, text, err := sdkgp.PlaneResponse(d.resp[:k])
-	if err != nil {
-		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %v", ErrPlugin, c.m.name, c.ch, name, err)
-		return 0, c.dead
+		return 0, err
 	}
 	switch code {
 	case sdkgp.PlaneCorrupt:
@@ -190,6 +185,22 @@ func (c *channel) call(op uint32, npages int, seq uint64, plen int) (uint64, err
 		return 0, fmt.Errorf("%w: %s, channel %d: %s: %s", ErrPlugin, c.m.name, c.ch, name, text)
 	}
 	return n, nil
+}
+
+// answer reads and decodes the response to the request op just sent; a
+// failure to read or decode it kills the channel.
+func (c *channel) answer(op string) (code uint32, n uint64, text string, err error) {
+	d := c.dp
+	k, err := d.conn.Read(d.resp[:])
+	if err != nil {
+		return 0, 0, "", c.planeFail(op, err)
+	}
+	code, n, text, err = sdkgp.PlaneResponse(d.resp[:k])
+	if err != nil {
+		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %v", ErrPlugin, c.m.name, c.ch, op, err)
+		return 0, 0, "", c.dead
+	}
+	return code, n, text, nil
 }
 
 // planeFail maps a data-plane socket error; the channel is dead after it.
@@ -342,14 +353,9 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 	if werr != nil {
 		return false, c.planeFail("map", werr)
 	}
-	k, err := d.conn.Read(d.resp[:])
+	code, _, text, err := c.answer("map")
 	if err != nil {
-		return false, c.planeFail("map", err)
-	}
-	code, _, text, err := sdkgp.PlaneResponse(d.resp[:k])
-	if err != nil {
-		c.dead = fmt.Errorf("%w: %s, channel %d: map: %v", ErrPlugin, c.m.name, c.ch, err)
-		return false, c.dead
+		return false, err
 	}
 	if code != sdkgp.PlaneOK {
 		c.m.cfg.Log.Debug("the plugin did not map shared memory: pages are copied", "plugin", c.m.name, "channel", c.ch, "err", text)

@@ -2,44 +2,22 @@ package goplugin_test
 
 import (
 	"bytes"
-	"context"
 	"testing"
 
-	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/internal/xfer"
 	"github.com/pagewire/pagewire/sdk"
 )
 
-// transfer moves mem's block pc.ram from a sender using ms to a
-// receiver using mr over an in-memory pipe and returns what arrived and
-// how many packets carried pages.
+// transfer moves mem's block from a sender using ms to a receiver using
+// mr and returns what arrived and how many packets carried pages.
 func transfer(t *testing.T, mem core.Memory, ms, mr sdk.Method) ([]byte, uint64) {
 	t.Helper()
-	ctx := context.Background()
-	p := channels.NewPipe()
 	dst := make([]byte, len(mem.Blocks()[0].Data))
-	r := core.NewReceiver(core.ReceiverConfig{Method: mr, Memory: core.Blocks{{Name: "pc.ram", Data: dst}}})
-	done := make(chan error, 1)
-	go func() {
-		_, err := r.Receive(ctx, p)
-		done <- err
-	}()
-	s, err := core.NewSender(ctx, p, mem, core.SenderConfig{Channels: 3, Method: ms})
+	_, st, err := xfer.Run(mem, dst, ms, mr)
 	if err != nil {
-		p.Close()
-		<-done
-		t.Fatal(err)
-	}
-	if err := s.SendBlock("pc.ram"); err != nil {
-		t.Error(err)
-	}
-	st, err := s.Close()
-	if err != nil {
-		t.Error(err)
-	}
-	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	return dst, st.Packets

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -107,9 +106,7 @@ func gatewayMigration(b *testing.B, img []byte, link []string, bps int64) gwMeas
 // buildCWasm builds zstd-c.wasm (scripts/build-c-plugins.sh).
 func buildCWasm(b *testing.B) string {
 	dir := b.TempDir()
-	if out, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
-		b.Fatalf("build-c-plugins: %v\n%s", err, out)
-	}
+	buildCPlugins(b, dir)
 	return filepath.Join(dir, "zstd-c.wasm")
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,10 +17,7 @@ import (
 // TestGoPluginCLI: plugin inspect and plugin test work on a go-plugin
 // binary, and demo runs its method, with and without a pinned sha256.
 func TestGoPluginCLI(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "zstd-plugin")
-	if b, err := exec.Command("go", "build", "-o", bin, "../../plugins/zstd/plugin").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, b)
-	}
+	bin := buildGoPlugin(t, t.TempDir(), "zstd")
 	p := start(t, "plugin", "inspect", "--json", bin)
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("inspect exited %d: %s", code, p.stderr)
@@ -63,10 +59,7 @@ func TestGoPluginCLI(t *testing.T) {
 // intact every time.
 func TestGoPluginSend(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "zstd-plugin")
-	if b, err := exec.Command("go", "build", "-o", bin, "../../plugins/zstd/plugin").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, b)
-	}
+	bin := buildGoPlugin(t, dir, "zstd")
 	img := pagegen.Image(16<<20, 4096, 5)
 	raw := filepath.Join(dir, "in.img")
 	if err := os.WriteFile(raw, img, 0o644); err != nil {

@@ -93,22 +93,11 @@ func buildPlugins(b *testing.B, dir string, codecs ...string) map[string]string 
 	b.Helper()
 	paths := map[string]string{}
 	for _, c := range codecs {
-		pkg := "../../plugins/" + c + "/plugin"
-		paths[c] = filepath.Join(dir, c)
-		if out, err := exec.Command("go", "build", "-o", paths[c], pkg).CombinedOutput(); err != nil {
-			b.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
-		paths[c+".wasm"] = filepath.Join(dir, c+".wasm")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", paths[c+".wasm"], pkg)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("build %s for wasip1: %v\n%s", pkg, err, out)
-		}
+		paths[c] = buildGoPlugin(b, dir, c)
+		paths[c+".wasm"] = buildGoWasm(b, dir, c)
 		paths[c+"-c.wasm"] = filepath.Join(dir, c+"-c.wasm")
 	}
-	if out, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
-		b.Fatalf("scripts/build-c-plugins.sh: %v\n%s", err, out)
-	}
+	buildCPlugins(b, dir)
 	return paths
 }
 

@@ -10,15 +10,37 @@ import (
 )
 
 // buildWasm builds the zstd method as a Wasm plugin for the CLI tests.
-func buildWasm(t testing.TB) string {
+func buildWasm(t testing.TB) string { return buildGoWasm(t, t.TempDir(), "zstd") }
+
+// buildGoWasm builds plugins/CODEC as a Go-built Wasm module, dir/CODEC.wasm.
+func buildGoWasm(t testing.TB, dir, codec string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "zstd.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../../plugins/zstd/plugin")
+	out := filepath.Join(dir, codec+".wasm")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../../plugins/"+codec+"/plugin")
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, b)
+		t.Fatalf("build %s for wasip1: %v\n%s", codec, err, b)
 	}
 	return out
+}
+
+// buildGoPlugin builds plugins/CODEC as a go-plugin executable, dir/CODEC.
+func buildGoPlugin(t testing.TB, dir, codec string) string {
+	t.Helper()
+	out := filepath.Join(dir, codec)
+	if b, err := exec.Command("go", "build", "-o", out, "../../plugins/"+codec+"/plugin").CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", codec, err, b)
+	}
+	return out
+}
+
+// buildCPlugins builds the C-built modules, dir/zstd-c.wasm and
+// dir/lz4-c.wasm.
+func buildCPlugins(t testing.TB, dir string) {
+	t.Helper()
+	if b, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-c-plugins.sh: %v\n%s", err, b)
+	}
 }
 
 // TestPluginCLI: plugin inspect describes a module, and demo, send and
@@ -69,9 +91,7 @@ func TestPluginCLI(t *testing.T) {
 // the fast tier, and plugin test passes it.
 func TestPluginCLIFast(t *testing.T) {
 	dir := t.TempDir()
-	if b, err := exec.Command("../../scripts/build-c-plugins.sh", dir).CombinedOutput(); err != nil {
-		t.Fatalf("scripts/build-c-plugins.sh: %v\n%s", err, b)
-	}
+	buildCPlugins(t, dir)
 	mod := filepath.Join(dir, "zstd-c.wasm")
 	p := start(t, "plugin", "inspect", mod)
 	if code := p.wait(t); code != 0 {

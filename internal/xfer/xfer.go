@@ -16,6 +16,12 @@ import (
 // mr, writing into dst, over 2 channels of an in-memory pipe, and
 // returns how long it took.
 func Time(src core.Memory, dst []byte, ms, mr sdk.Method) (time.Duration, error) {
+	d, _, err := Run(src, dst, ms, mr)
+	return d, err
+}
+
+// Run is Time, also returning the sender's statistics.
+func Run(src core.Memory, dst []byte, ms, mr sdk.Method) (time.Duration, core.Stats, error) {
 	name := src.Blocks()[0].Name
 	ctx := context.Background()
 	p := channels.NewPipe()
@@ -30,16 +36,17 @@ func Time(src core.Memory, dst []byte, ms, mr sdk.Method) (time.Duration, error)
 	if err != nil {
 		p.Close()
 		<-done
-		return 0, err
+		return 0, core.Stats{}, err
 	}
 	err = s.SendBlock(name)
-	if _, cerr := s.Close(); cerr != nil {
+	st, cerr := s.Close()
+	if cerr != nil {
 		err = cerr
 	}
 	if rerr := <-done; err == nil {
 		err = rerr
 	}
-	return time.Since(start), err
+	return time.Since(start), st, err
 }
 
 // MustTime is Time, failing tb on error.
