@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,6 +110,87 @@ func TestMethodFailure(t *testing.T) {
 			var re *core.RemoteError
 			if !errors.As(other, &re) || !contains(re.Msg, c.want) {
 				t.Errorf("other side: %v, want the peer's reason %q", other, c.want)
+			}
+		})
+	}
+}
+
+// tracked wraps a method: it counts the receiving ends set up and still
+// open, and fails the setup of channel failCh's (-1: none).
+type tracked struct {
+	sdk.Method
+	failCh        int
+	created, open atomic.Int32
+}
+
+func (m *tracked) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
+	if ch == m.failCh {
+		return nil, errors.New("no room for another")
+	}
+	r, err := m.Method.NewReceiver(ch, o)
+	if err != nil {
+		return nil, err
+	}
+	m.created.Add(1)
+	m.open.Add(1)
+	return &trackedRecv{r, m}, nil
+}
+
+type trackedRecv struct {
+	sdk.Receiver
+	m *tracked
+}
+
+func (r *trackedRecv) Close() error {
+	r.m.open.Add(-1) // a second Close shows as a negative count
+	return r.Receiver.Close()
+}
+
+// TestReceiverSetup: the receiver sets up the method for every channel
+// before it accepts the transfer, so a setup failure reaches the sender
+// when it opens the transfer, naming the channel; every receiving end it
+// set up is closed, whether the transfer ran or not.
+func TestReceiverSetup(t *testing.T) {
+	img := make([]byte, 4<<20)
+	for i := range img {
+		img[i] = byte(i>>12) | 1
+	}
+	for _, failCh := range []int{-1, 1} {
+		t.Run(fmt.Sprint("fail channel ", failCh), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m := &tracked{Method: flaky{}, failCh: failCh}
+			ln, d := tcpTransport(t)
+			rc := receive(ctx, ln, core.ReceiverConfig{Method: m})
+			s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 3, Method: m})
+			if failCh < 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := m.created.Load(); n != 3 {
+					t.Errorf("%d receiving ends set up when the transfer was accepted, want 3", n)
+				}
+				s.SendBlock("pc.ram")
+				if _, err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if res := wait(t, rc); res.err != nil {
+					t.Fatal(res.err)
+				}
+			} else {
+				const want = "channel 1, handshake: method failed: flaky recv setup: no room for another"
+				var re *core.RemoteError
+				if !errors.As(err, &re) || !contains(re.Msg, want) {
+					t.Errorf("sender: %v, want the receiver's %q", err, want)
+				}
+				res := wait(t, rc)
+				var ce *core.ChannelError
+				if !errors.As(res.err, &ce) || ce.Channel != 1 || !errors.Is(res.err, core.ErrMethod) || !contains(res.err.Error(), want) {
+					t.Errorf("receiver: %v, want a ChannelError of channel 1 wrapping ErrMethod: %q", res.err, want)
+				}
+			}
+			if n := m.open.Load(); n != 0 {
+				t.Errorf("%d receiving ends left open", n)
 			}
 		})
 	}

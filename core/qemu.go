@@ -136,6 +136,7 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	}
 	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true, onSync: q.cfg.OnSync, onPages: q.cfg.OnPages}
 	var wg sync.WaitGroup
+	defer t.closeReceivers() // after every goroutine has stopped
 	defer t.begin(ctx, &wg)()
 
 	if err := q.handshake(t, &wg); err != nil {
@@ -232,6 +233,9 @@ func (q *QEMUReceiver) handshake(t *transfer, wg *sync.WaitGroup) error {
 		PacketPages: DefaultPacketPages, MethodFlag: info.Flag, Method: info.Name,
 	}
 	t.method, t.info = q.cfg.Method, info
+	if err := t.newReceivers(); err != nil {
+		return err
+	}
 	t.chans = make([]*recvChan, q.cfg.Channels)
 	t.bar.init(q.cfg.Channels+1, t.syncPoint) // the main channel's EOS is the last arrival
 	timer := time.NewTimer(t.cfg.HandshakeTimeout)

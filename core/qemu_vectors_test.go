@@ -69,7 +69,13 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.Q
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: m, Dialect: dialect})
+	tm := &tracked{Method: m, failCh: -1}
+	defer func() {
+		if n := tm.open.Load(); n != 0 {
+			t.Errorf("%d receiving ends left open", n)
+		}
+	}()
+	q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: tm, Dialect: dialect})
 	done := make(chan error, 1)
 	var mem core.Memory
 	go func() {

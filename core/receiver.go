@@ -72,6 +72,10 @@ type transfer struct {
 	mainChunk func() []byte
 	onPages   func(block string, offs []uint64)
 	ctlLanded []uint64 // the control channel's zero pages, for onPages
+
+	// recvs are the method's receiving ends, one per channel, set up
+	// before the first channel connects (newReceivers).
+	recvs []sdk.Receiver
 }
 
 type recvChan struct {
@@ -111,6 +115,7 @@ type arrival struct {
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
 	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
 	var wg sync.WaitGroup
+	defer t.closeReceivers() // after every goroutine has stopped
 	defer t.begin(ctx, &wg)()
 
 	if err := t.handshake(&wg); err != nil {
@@ -147,9 +152,7 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 	}()
 	ctlWG.Wait()
 	wg.Wait()
-	for _, c := range t.chans {
-		c.m.Close()
-	}
+	t.closeReceivers()
 	r.mu.Lock()
 	r.elapsed = time.Since(r.start)
 	r.mu.Unlock()
@@ -349,6 +352,9 @@ func (t *transfer) readHello() error {
 	if err := t.setup(); err != nil {
 		return &ChannelError{Channel: -1, Err: err}
 	}
+	if err := t.newReceivers(); err != nil {
+		return err
+	}
 	t.ctl.SetWriteDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	if err := wire.WriteMessage(t.ctl, wire.MsgAccept, nil); err != nil {
 		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
@@ -429,16 +435,41 @@ func (t *transfer) addChannel(a arrival) error {
 		return &ChannelError{Channel: id, Err: fmt.Errorf("%w: channel %d connected twice", ErrBadHandshake, id)}
 	}
 	h := &t.hello
-	m, err := t.method.NewReceiver(id, methodOptions(t.cfg.Level, h.PageSize, h.PacketPages))
-	if err != nil {
-		return &ChannelError{Channel: id, Err: fmt.Errorf("%w: %s recv setup: %v", ErrMethod, t.info.Name, err)}
-	}
-	c := &recvChan{id: id, t: t, conn: a.conn, m: m}
+	c := &recvChan{id: id, t: t, conn: a.conn, m: t.recvs[id]}
 	c.hdr = make([]byte, max(wire.RAMHeaderSize(h.PacketPages), wire.DeviceStateSize))
 	c.rh.Offsets = make([]uint64, 0, h.PacketPages)
 	c.sp.Pages = make([][]byte, 0, h.PacketPages)
 	t.chans[id] = c
 	return nil
+}
+
+// newReceivers sets up the method's receiving end of every channel, so
+// that a plugin's setup (a Wasm instance, a channel in a plugin process)
+// fails before the transfer is accepted and does not hold up the first
+// packets.
+func (t *transfer) newReceivers() error {
+	h := &t.hello
+	opts := methodOptions(t.cfg.Level, h.PageSize, h.PacketPages)
+	t.recvs = make([]sdk.Receiver, h.Channels)
+	for i := range t.recvs {
+		m, err := t.method.NewReceiver(i, opts)
+		if err != nil {
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s recv setup: %v", ErrMethod, t.info.Name, err)}
+		}
+		t.recvs[i] = m
+	}
+	return nil
+}
+
+// closeReceivers closes the method's receiving ends, those of channels
+// that never connected too. Nothing may use them any more.
+func (t *transfer) closeReceivers() {
+	for i, m := range t.recvs {
+		if m != nil {
+			m.Close()
+			t.recvs[i] = nil
+		}
+	}
 }
 
 // readControl follows the sender's control messages until the end.
