@@ -79,12 +79,13 @@ type transfer struct {
 }
 
 type recvChan struct {
-	id   int
-	t    *transfer
-	conn net.Conn
-	m    sdk.Receiver
-	seq  uint64
-	ctr  counters
+	id      int
+	t       *transfer
+	conn    net.Conn
+	m       sdk.Receiver
+	inPlace InPlaceReceiver // m, if it is one
+	seq     uint64
+	ctr     counters
 
 	hdr     []byte
 	rh      wire.RAM
@@ -436,6 +437,7 @@ func (t *transfer) addChannel(a arrival) error {
 	}
 	h := &t.hello
 	c := &recvChan{id: id, t: t, conn: a.conn, m: t.recvs[id]}
+	c.inPlace, _ = c.m.(InPlaceReceiver)
 	c.hdr = make([]byte, max(wire.RAMHeaderSize(h.PacketPages), wire.DeviceStateSize))
 	c.rh.Offsets = make([]uint64, 0, h.PacketPages)
 	c.sp.Pages = make([][]byte, 0, h.PacketPages)
@@ -871,10 +873,18 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	if size == 0 {
 		return c.errf("%w: empty payload for %d pages", ErrBadPacket, len(offs))
 	}
-	if cap(c.payload) < int(size) {
-		c.payload = make([]byte, t.maxPayload())
+	var payload []byte
+	if c.inPlace != nil {
+		if b := c.inPlace.RecvBuffer(int(size)); len(b) == int(size) {
+			payload = b
+		}
 	}
-	payload := c.payload[:size]
+	if payload == nil {
+		if cap(c.payload) < int(size) {
+			c.payload = make([]byte, t.maxPayload())
+		}
+		payload = c.payload[:size]
+	}
 	if _, err := io.ReadFull(c.conn, payload); err != nil {
 		return c.readErr(err)
 	}

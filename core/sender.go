@@ -83,15 +83,16 @@ type sendPacket struct {
 }
 
 type sendChan struct {
-	id   int
-	s    *Sender
-	conn net.Conn
-	m    sdk.Sender
-	busy atomic.Bool
-	work chan struct{}
-	pkt  *sendPacket
-	seq  uint64 // packets written on this channel
-	ctr  counters
+	id      int
+	s       *Sender
+	conn    net.Conn
+	m       sdk.Sender
+	inPlace InPlaceSender // m, if it is one
+	busy    atomic.Bool
+	work    chan struct{}
+	pkt     *sendPacket
+	seq     uint64 // packets written on this channel
+	ctr     counters
 
 	// scratch, owned by the channel goroutine
 	hdr     []byte
@@ -280,6 +281,7 @@ func (s *Sender) openChannels(ctx context.Context, d channels.Dialer, deadline t
 			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s send setup: %v", ErrMethod, s.info.Name, err)}
 		}
 		c.m = m
+		c.inPlace, _ = m.(InPlaceSender)
 		c.hdr = make([]byte, 0, wire.RAMHeaderSize(s.cfg.PacketPages))
 		c.offs = make([]uint64, 0, s.cfg.PacketPages)
 		c.zeros = make([]uint64, 0, s.cfg.PacketPages)
@@ -864,14 +866,22 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
 		}
 		c.sp.Seq = c.seq
-		out, err := c.m.Prepare(&c.sp, c.payload[:0])
+		var out []byte
+		var err error
+		if c.inPlace != nil {
+			out, err = c.inPlace.PrepareInPlace(&c.sp)
+		} else {
+			out, err = c.m.Prepare(&c.sp, c.payload[:0])
+		}
 		if err != nil {
 			return fmt.Errorf("%w: %s prepare: %v", ErrMethod, s.info.Name, err)
 		}
 		if max := sdk.MaxPayload(s.cfg.PacketPages, s.cfg.PageSize); len(out) > max {
 			return fmt.Errorf("%w: %s produced %d bytes for %d pages, at most %d", ErrMethod, s.info.Name, len(out), normal, max)
 		}
-		c.payload = out
+		if c.inPlace == nil {
+			c.payload = out // its buffer, for the next packet
+		}
 		c.rh.NextPacketSize = uint32(len(out))
 		c.vec = append(c.vec, out)
 	}

@@ -297,6 +297,7 @@ type channel struct {
 	max  int        // largest payload
 	dp   *dataPlane // nil: packets in the messages
 	dead error
+	buf  []byte // payloads without the data plane (PrepareInPlace)
 	// mapped lists the shared memory (by id) the plugin mapped for this
 	// channel; ^id: it could not.
 	mapped []uint64
@@ -403,7 +404,8 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 		return dst, c.dead
 	}
 	if c.dp != nil {
-		return c.prepareOnPlane(p, dst)
+		out, err := c.prepareOnPlane(p)
+		return append(dst, out...), err
 	}
 	c.m.copied.Add(1)
 	ctx, cancel := c.m.callContext()
@@ -416,6 +418,19 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 		return dst, fmt.Errorf("%w: %s, channel %d: payload of %d bytes, at most %d", ErrPlugin, c.m.name, c.ch, len(out)-len(dst), c.max)
 	}
 	return out, nil
+}
+
+// PrepareInPlace implements core.InPlaceSender: on the data plane the
+// payload stays in the region, where the plugin wrote it, until the
+// engine has written it out.
+func (s *sender) PrepareInPlace(p *sdk.Packet) ([]byte, error) {
+	c := (*channel)(s)
+	if c.dead != nil || c.dp == nil {
+		out, err := s.Prepare(p, c.buf[:0])
+		c.buf = out
+		return out, err
+	}
+	return c.prepareOnPlane(p)
 }
 
 // Close implements [sdk.Sender].
@@ -443,6 +458,16 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 		return c.fail("recv", err)
 	}
 	return nil
+}
+
+// RecvBuffer implements core.InPlaceReceiver: on the data plane the
+// engine reads the payload straight into the region.
+func (r *receiver) RecvBuffer(n int) []byte {
+	c := (*channel)(r)
+	if c.dead != nil || c.dp == nil || n <= 0 || n > c.max {
+		return nil
+	}
+	return c.recvBuffer(n)
 }
 
 // Close implements [sdk.Receiver].

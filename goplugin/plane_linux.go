@@ -367,18 +367,19 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 }
 
 // prepareOnPlane sends the pages by offset if they are in shared memory
-// the plugin has mapped, else copies them into the region; the plugin's
-// payload is copied out of the region: the plugin can change the region
-// at any time, so the payload is copied once, after its length is
-// checked.
-func (c *channel) prepareOnPlane(p *sdk.Packet, dst []byte) ([]byte, error) {
+// the plugin has mapped, else copies them into the region, and returns
+// the payload where the plugin wrote it, in the region. Its length is
+// the response's, checked here; the plugin can still change the bytes,
+// but nothing on this side interprets them: the engine writes them to
+// the channel as they are.
+func (c *channel) prepareOnPlane(p *sdk.Packet) ([]byte, error) {
 	in, off := c.dp.reg.in(), 0
 	op, arg := uint32(sdkgp.PlanePrepare), 0
 	sh := c.m.sharedFor(p)
 	if sh != nil {
 		ok, err := c.mapShared(sh)
 		if err != nil {
-			return dst, err
+			return nil, err
 		}
 		if !ok {
 			sh = nil
@@ -394,19 +395,27 @@ func (c *channel) prepareOnPlane(p *sdk.Packet, dst []byte) ([]byte, error) {
 		c.m.copied.Add(1)
 		for _, pg := range p.Pages {
 			if len(pg) > len(in)-off {
-				return dst, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))
+				return nil, fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(in))
 			}
 			off += copy(in[off:], pg)
 		}
 	}
 	n, err := c.call(op, len(p.Pages), p.Seq, arg)
 	if err != nil {
-		return dst, err
+		return nil, err
 	}
 	if n > uint64(c.max) {
-		return dst, fmt.Errorf("%w: %s, channel %d: payload of %d bytes, at most %d", ErrPlugin, c.m.name, c.ch, n, c.max)
+		return nil, fmt.Errorf("%w: %s, channel %d: payload of %d bytes, at most %d", ErrPlugin, c.m.name, c.ch, n, c.max)
 	}
-	return append(dst, c.dp.reg.out()[:n]...), nil
+	return c.dp.reg.out()[:n:n], nil
+}
+
+// recvBuffer is where a payload of n bytes is best read: the region.
+func (c *channel) recvBuffer(n int) []byte {
+	if in := c.dp.reg.in(); n <= len(in) {
+		return in[:n:n]
+	}
+	return nil
 }
 
 // recvOnPlane: len(payload) <= c.max <= half, checked by Recv.
@@ -419,7 +428,9 @@ func (c *channel) recvOnPlane(p *sdk.Packet, payload []byte) error {
 	if total > len(out) {
 		return fmt.Errorf("%s, channel %d: packet of more than %d bytes", c.m.name, c.ch, len(out))
 	}
-	copy(c.dp.reg.in(), payload)
+	if in := c.dp.reg.in(); len(payload) > 0 && &payload[0] != &in[0] { // not read in place (recvBuffer)
+		copy(in, payload)
+	}
 	if _, err := c.call(sdkgp.PlaneRecv, len(p.Pages), p.Seq, len(payload)); err != nil {
 		return err
 	}

@@ -28,8 +28,9 @@ func (p *plane) open(int) (*dataPlane, uint64, error) {
 }
 func (d *dataPlane) close() {}
 
-func (c *channel) prepareOnPlane(*sdk.Packet, []byte) ([]byte, error) { panic("no data plane") }
-func (c *channel) recvOnPlane(*sdk.Packet, []byte) error              { panic("no data plane") }
+func (c *channel) prepareOnPlane(*sdk.Packet) ([]byte, error) { panic("no data plane") }
+func (c *channel) recvBuffer(int) []byte                      { panic("no data plane") }
+func (c *channel) recvOnPlane(*sdk.Packet, []byte) error      { panic("no data plane") }
 
 type shares struct{}
 

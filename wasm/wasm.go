@@ -522,42 +522,65 @@ func (c *channel) close() error {
 
 type sender channel
 
+// Prepare implements [sdk.Sender].
 func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
+	out, err := s.PrepareInPlace(p)
+	return append(dst, out...), err
+}
+
+// PrepareInPlace implements core.InPlaceSender: the payload is returned
+// where the module wrote it, in its memory, valid until the next call.
+func (s *sender) PrepareInPlace(p *sdk.Packet) ([]byte, error) {
 	c := (*channel)(s)
+	if c.in.dead != nil {
+		return nil, c.in.dead
+	}
 	mem := c.in.mod.Memory()
 	n := len(p.Pages) * c.pageSize
 	if uint32(n) > c.inCap {
-		return dst, c.in.m.errorf(c.in.ch, "packet of %d pages does not fit", len(p.Pages))
+		return nil, c.in.m.errorf(c.in.ch, "packet of %d pages does not fit", len(p.Pages))
 	}
 	buf, ok := mem.Read(c.inPtr, uint32(n))
 	if !ok {
-		return dst, c.in.m.errorf(c.in.ch, "input buffer outside memory")
+		return nil, c.in.m.errorf(c.in.ch, "input buffer outside memory")
 	}
 	for i, pg := range p.Pages {
 		copy(buf[i*c.pageSize:], pg)
 	}
 	r, err := c.in.call("pagewire_prepare", uint64(c.inPtr), uint64(len(p.Pages)), uint64(c.outPtr), uint64(c.outCap))
 	if err != nil {
-		return dst, err
+		return nil, err
 	}
 	if err := c.in.result("pagewire_prepare", int32(r)); err != nil {
-		return dst, err
+		return nil, err
 	}
 	if uint32(r) > c.outCap {
 		c.in.dead = c.in.m.errorf(c.in.ch, "payload of %d bytes, room for %d", uint32(r), c.outCap)
-		return dst, c.in.dead
+		return nil, c.in.dead
 	}
 	out, ok := mem.Read(c.outPtr, uint32(r))
 	if !ok {
-		return dst, c.in.m.errorf(c.in.ch, "output buffer outside memory")
+		return nil, c.in.m.errorf(c.in.ch, "output buffer outside memory")
 	}
-	return append(dst, out...), nil
+	return out, nil
 }
 
 func (s *sender) Close() error { return (*channel)(s).close() }
 
 type receiver channel
 
+// RecvBuffer implements core.InPlaceReceiver: the payload is read
+// straight into the module's input buffer.
+func (r *receiver) RecvBuffer(n int) []byte {
+	c := (*channel)(r)
+	if c.in.dead != nil || n <= 0 || uint32(n) > c.inCap {
+		return nil
+	}
+	b, _ := c.in.mod.Memory().Read(c.inPtr, uint32(n))
+	return b
+}
+
+// Recv implements [sdk.Receiver].
 func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	c := (*channel)(r)
 	mem := c.in.mod.Memory()
@@ -568,8 +591,12 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	if uint32(n) > c.outCap {
 		return c.in.m.errorf(c.in.ch, "packet of %d pages does not fit", len(p.Pages))
 	}
-	if !mem.Write(c.inPtr, payload) {
+	in, ok := mem.Read(c.inPtr, uint32(len(payload)))
+	if !ok {
 		return c.in.m.errorf(c.in.ch, "input buffer outside memory")
+	}
+	if len(payload) > 0 && &in[0] != &payload[0] { // not read in place (RecvBuffer)
+		copy(in, payload)
 	}
 	res, err := c.in.call("pagewire_recv", uint64(c.inPtr), uint64(len(payload)), uint64(c.outPtr), uint64(len(p.Pages)))
 	if err != nil {

@@ -1,0 +1,24 @@
+package core
+
+import "github.com/pagewire/pagewire/sdk"
+
+// InPlaceSender is an optional interface of a method's [sdk.Sender] whose
+// payload is produced in memory of its own, such as a Wasm instance's
+// linear memory or the region it shares with a plugin process. The
+// engine calls PrepareInPlace instead of Prepare and writes the returned
+// bytes to the channel before it calls the Sender again, which saves
+// copying every payload out of that memory. The engine only writes the
+// bytes out: it never interprets them.
+type InPlaceSender interface {
+	PrepareInPlace(p *sdk.Packet) ([]byte, error)
+}
+
+// InPlaceReceiver is an optional interface of a method's [sdk.Receiver]
+// that decodes payloads from memory of its own. For a payload of n bytes
+// the engine asks RecvBuffer(n) where to read it; if that returns n bytes
+// it reads the payload into them and passes them to Recv, which saves
+// copying every payload into that memory. Otherwise (nil) it reads the
+// payload into a buffer of its own as for any Receiver.
+type InPlaceReceiver interface {
+	RecvBuffer(n int) []byte
+}
