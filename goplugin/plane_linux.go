@@ -107,7 +107,10 @@ func newRegion(half int) (*region, error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
 		return nil, fmt.Errorf("memfd seals: %w", err)
 	}
-	mem, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	// Every packet goes through the region: fault it all in now (the
+	// plugin maps it populated too) rather than page by page during the
+	// first packets.
+	mem, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("mmap: %w", err)
 	}

@@ -102,7 +102,9 @@ func (c *channel) attach(p *plane, token uint64, half int) error {
 			syscall.Close(fds[1])
 			return fmt.Errorf("data plane: region of %d bytes, want %d", st.Size, 2*half)
 		}
-		shm, err := syscall.Mmap(fds[0], 0, 2*half, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		// Populated: every packet goes through the region, so its page
+		// faults are taken here, at setup, not during the first packets.
+		shm, err := syscall.Mmap(fds[0], 0, 2*half, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE)
 		if err != nil {
 			syscall.Close(fds[1])
 			return fmt.Errorf("data plane: %w", err)
