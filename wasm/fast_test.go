@@ -1,6 +1,7 @@
 package wasm_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -54,6 +55,55 @@ func TestConformanceC(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			plugintest.Run(t, load(t, name, wasm.Config{}))
 		})
+	}
+}
+
+// TestZstdCFrames: the C-built zstd ends its frame at a packet boundary
+// before the frame could outgrow its 2 MiB window (plugins/zstd-c/shim.c),
+// so with full packets of 512 KiB the packets after every fourth start a
+// new frame (its magic number first); the built-in receiver and the
+// C-built one decode the run of frames packet by packet.
+func TestZstdCFrames(t *testing.T) {
+	pkts := packets(13)
+	o := sdk.Options{PageSize: 4096, PacketPages: 128}
+	c := load(t, "zstd-c", wasm.Config{})
+	snd, err := c.NewSender(0, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Close()
+	var rcvs []sdk.Receiver
+	for _, m := range []sdk.Method{builtin(t, "zstd"), c} {
+		r, err := m.NewReceiver(0, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rcvs = append(rcvs, r)
+	}
+	magic := []byte{0x28, 0xb5, 0x2f, 0xfd}
+	dst := make([][]byte, 128)
+	for j := range dst {
+		dst[j] = make([]byte, 4096)
+	}
+	var payload []byte
+	for i, p := range pkts {
+		if payload, err = snd.Prepare(&sdk.Packet{Pages: p}, payload[:0]); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := bytes.HasPrefix(payload, magic), i%4 == 0; got != want {
+			t.Errorf("packet %d: starts a frame: %v, want %v", i, got, want)
+		}
+		for k, r := range rcvs {
+			if err := r.Recv(&sdk.Packet{Pages: dst}, payload); err != nil {
+				t.Fatalf("receiver %d, packet %d: %v", k, i, err)
+			}
+			for j := range dst {
+				if !bytes.Equal(dst[j], p[j]) {
+					t.Fatalf("receiver %d, packet %d: page %d differs", k, i, j)
+				}
+			}
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/sdk"
+	"github.com/pagewire/pagewire/wasm"
 )
 
 // What gateway-in sends gateway-out besides the pages, as device-state
@@ -49,6 +50,20 @@ func qemuMethod(flag, name string) (sdk.Method, error) {
 		return nil, usageError{fmt.Errorf("%s %s: QEMU's methods are none, zlib and zstd", flag, name)}
 	}
 	return m, nil
+}
+
+// qemuPlugin loads a plugin whose method is one of QEMU's compressed
+// ones, for a QEMU leg.
+func qemuPlugin(ctx context.Context, path string) (sdk.Method, func(), error) {
+	m, closer, err := loadPlugin(ctx, path, "", false, wasm.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	if info := m.Info(); info.Flag != 0x02 && info.Flag != 0x04 {
+		closer()
+		return nil, nil, usageError{fmt.Errorf("--qemu-plugin %s: method %s (flag %#x) is not QEMU's zlib (0x2) or zstd (0x4)", path, info.Name, info.Flag)}
+	}
+	return m, closer, nil
 }
 
 func gatewayInCmd() *cobra.Command {
@@ -254,6 +269,7 @@ func gatewayOutCmd() *cobra.Command {
 		to       string
 		qch      int
 		qmethod  string
+		qplugin  string
 		qlevel   int
 		patience time.Duration
 	)
@@ -266,6 +282,9 @@ multifd capability): the main stream byte for byte, the pages on
 --qemu-channels multifd channels with --qemu-method (the destination's
 multifd-channels and multifd-compression) and the source's uuid, a SYNC
 on every channel before each of the main stream's sync markers.
+--qemu-plugin FILE compresses toward the destination with a plugin
+instead (a Wasm module or a go-plugin executable whose method is QEMU's
+zlib or zstd, such as bin/plugins/zstd-c.wasm).
 
 The link's method comes from the gateway-in (any method this build has,
 or the same --plugin). The link runs mutual TLS 1.3 (--tls-cert, --tls-key,
@@ -280,9 +299,21 @@ destination sees its connections close before the end of the stream.`,
 			if listen == "" || to == "" {
 				return usageError{fmt.Errorf("gateway-out: --listen ADDR and --to ADDR are required")}
 			}
-			qm, err := qemuMethod("--qemu-method", qmethod)
-			if err != nil {
+			var qm sdk.Method
+			var err error
+			if qm, err = qemuMethod("--qemu-method", qmethod); err != nil {
 				return err
+			}
+			if qplugin != "" {
+				pm, closer, err := qemuPlugin(cmd.Context(), qplugin)
+				if err != nil {
+					return err
+				}
+				defer closer()
+				if cmd.Flags().Changed("qemu-method") && qm.Info().Flag != pm.Info().Flag {
+					return usageError{fmt.Errorf("--qemu-plugin %s runs %s, but --qemu-method is %s", qplugin, pm.Info().Name, qmethod)}
+				}
+				qm = pm
 			}
 			if qch < 1 || qch > 255 {
 				return usageError{fmt.Errorf("--qemu-channels %d: want 1..255", qch)}
@@ -325,6 +356,7 @@ destination sees its connections close before the end of the stream.`,
 	cmd.Flags().StringVar(&to, "to", "", "the destination QEMU's -incoming address, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
+	cmd.Flags().StringVar(&qplugin, "qemu-plugin", "", "compress toward the destination with the plugin FILE, a Wasm module or go-plugin executable of QEMU's zlib or zstd (then --qemu-method, if given, must name the same)")
 	cmd.Flags().IntVar(&qlevel, "qemu-level", 0, "compression level toward the destination (0: QEMU's default)")
 	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the gateway-in's channels")
 	return cmd

@@ -25,6 +25,7 @@ type gwCase struct {
 	dstMethod    string // the destination's
 	linkChannels int
 	linkArgs     []string // --method or --plugin, on both gateways
+	qemuPlugin   string   // gateway-out's --qemu-plugin, if any
 }
 
 // freePort returns a loopback TCP port nobody listens on (QEMU's
@@ -118,6 +119,9 @@ func (g *gwRig) gateways(t testing.TB, c gwCase, outTLS, inTLS []string, linkAdd
 	t.Helper()
 	args := append([]string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", fmt.Sprintf("tcp:127.0.0.1:%d", g.dstPort),
 		"--qemu-channels", fmt.Sprint(c.qemuChannels), "--qemu-method", c.dstMethod, "--json"}, outTLS...)
+	if c.qemuPlugin != "" {
+		args = append(args, "--qemu-plugin", c.qemuPlugin)
+	}
 	out, outAddr := startRecv(t, append(args, c.linkArgs...)...)
 	args = append([]string{"qemu", "gateway-in", "--listen", "tcp:127.0.0.1:0", "--to", linkAddr(outAddr),
 		"--qemu-channels", fmt.Sprint(c.qemuChannels), "--qemu-method", c.srcMethod,
@@ -165,16 +169,21 @@ func waitMigration(t testing.TB, q *qmp, within time.Duration) (string, string) 
 // TestGateway migrates a paused QEMU 7.2 whose RAM is a corpus image to
 // another QEMU 7.2 through gateway-in and gateway-out over mutual TLS:
 // link methods zstd, lz4 and the zstd Wasm plugin, QEMU zstd in and none
-// out, 2 and 4 QEMU channels with another link channel count. The
-// destination completes, its RAM file is byte-identical to the source's,
-// and it runs on 'cont'.
+// out, 2 and 4 QEMU channels with another link channel count, and QEMU
+// zstd out compressed by the C-built zstd-c.wasm (its stream of frames,
+// see plugins/zstd-c/shim.c, into QEMU's own decoder). The destination
+// completes, its RAM file is byte-identical to the source's, and it runs
+// on 'cont'.
 func TestGateway(t *testing.T) {
 	wasmZstd := buildWasm(t)
+	cdir := t.TempDir()
+	buildCPlugins(t, cdir)
 	cases := map[string]gwCase{
-		"none-2/link-zstd-4":      {2, "none", "none", 4, []string{"--method", "zstd"}},
-		"none-4/link-lz4-3":       {4, "none", "none", 3, []string{"--method", "lz4"}},
-		"none-2/link-zstd.wasm-2": {2, "none", "none", 2, []string{"--plugin", wasmZstd}},
-		"zstd-4/link-lz4-2/none":  {4, "zstd", "none", 2, []string{"--method", "lz4"}},
+		"none-2/link-zstd-4":            {2, "none", "none", 4, []string{"--method", "zstd"}, ""},
+		"none-4/link-lz4-3":             {4, "none", "none", 3, []string{"--method", "lz4"}, ""},
+		"none-2/link-zstd.wasm-2":       {2, "none", "none", 2, []string{"--plugin", wasmZstd}, ""},
+		"zstd-4/link-lz4-2/none":        {4, "zstd", "none", 2, []string{"--method", "lz4"}, ""},
+		"none-2/link-lz4-2/zstd-c.wasm": {2, "none", "zstd", 2, []string{"--method", "lz4"}, filepath.Join(cdir, "zstd-c.wasm")},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -306,7 +315,7 @@ func (c *cutter) cutAll() {
 // both QEMUs fail within 10 s (the destination exits), both gateways exit
 // 1 naming the leg, and nothing hangs.
 func TestGatewayLinkCut(t *testing.T) {
-	c := gwCase{2, "none", "none", 2, []string{"--method", "nocomp", "--insecure"}}
+	c := gwCase{2, "none", "none", 2, []string{"--method", "nocomp", "--insecure"}, ""}
 	g := newRig(t, c)
 	var cut *cutter
 	inAddr := g.gateways(t, c, nil, nil, func(out string) string {
@@ -347,7 +356,7 @@ func TestGatewayLinkCut(t *testing.T) {
 // is refused: gateway-in exits 1 with a TLS error and the source fails;
 // gateway-out reports the refused handshake and goes on listening.
 func TestGatewayOtherCA(t *testing.T) {
-	c := gwCase{2, "none", "none", 2, []string{"--method", "zstd"}}
+	c := gwCase{2, "none", "none", 2, []string{"--method", "zstd"}, ""}
 	g := newRig(t, c)
 	other, err := certs.Make(filepath.Join(g.dir, "other"), []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
