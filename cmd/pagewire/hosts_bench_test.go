@@ -19,12 +19,12 @@ import (
 // taskset, as two hosts of one core each would be; a plugin process
 // inherits its host process's core. Each codec runs built in, as a
 // go-plugin, as Go-built Wasm and as C-built Wasm, in turn within every
-// iteration, on a corpus image.
+// iteration, on every corpus image.
 //
 // The time of a transfer is the sender's own figure (its JSON
-// "seconds": from opening the channels to the receiver's DONE), so
-// process start, reading the image and loading or compiling a plugin do
-// not count. X-MB/s is each tier's throughput (RAM bytes, zero pages
+// "seconds": from the moment every channel is open, with the method set
+// up at both ends, to the receiver's DONE), so process start, reading
+// the image and loading or compiling a plugin do not count. X-MB/s is each tier's throughput (RAM bytes, zero pages
 // included) over its median transfer, and X/builtin its fraction of the
 // built-in's. The sender decompresses the corpus image into shared
 // memory (a memfd), so a go-plugin maps its pages ("go-plugin"), unless
@@ -50,10 +50,15 @@ func BenchmarkTwoHosts(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	img := images[0]
-	src := filepath.Join(cdir, img.File)
 	dir := b.TempDir()
 	plugins := buildPlugins(b, dir, "zstd", "lz4")
+	for _, img := range images {
+		twoHosts(b, taskset, dir, filepath.Join(cdir, img.File), img, plugins)
+	}
+}
+
+// twoHosts runs BenchmarkTwoHosts's transfers of one corpus image.
+func twoHosts(b *testing.B, taskset, dir, src string, img corpus.Image, plugins map[string]string) {
 	for _, codec := range []string{"zstd", "lz4"} {
 		tiers := []struct {
 			name  string
@@ -65,7 +70,7 @@ func BenchmarkTwoHosts(b *testing.B) {
 			{"go-wasm", []string{"--plugin", plugins[codec+".wasm"]}},
 			{"c-wasm", []string{"--plugin", plugins[codec+"-c.wasm"]}},
 		}
-		b.Run(codec, func(b *testing.B) {
+		b.Run(codec+"/"+img.Name, func(b *testing.B) {
 			took := make([][]time.Duration, len(tiers))
 			for n := 0; b.Loop(); n++ {
 				for k := range tiers { // a different tier first each time
