@@ -17,15 +17,51 @@ type dstBlock struct {
 	claimed []atomic.Uint64
 	fwd     []atomic.Uint64 // pages written since the last OnSync, if tracked
 	shift   uint            // log2 of the page size
+	// written has a bit per page this transfer wrote, when the block
+	// started as zeros (ZeroedMemory): a zero page for a page it never
+	// wrote is then left alone, unread, as QEMU does with its receive
+	// bitmap. Reading it would fault it in: on a sparse file or shared
+	// memory, a page allocated for nothing.
+	written []atomic.Uint64
 }
 
-func newDstBlock(name string, data []byte, pageSize int) *dstBlock {
+func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock {
 	shift := uint(0)
 	for 1<<shift < pageSize {
 		shift++
 	}
-	pages := len(data) >> shift
-	return &dstBlock{name: name, data: data, claimed: make([]atomic.Uint64, (pages+63)/64), shift: shift}
+	words := (len(data)>>shift + 63) / 64
+	b := &dstBlock{name: name, data: data, claimed: make([]atomic.Uint64, words), shift: shift}
+	if zeroed {
+		b.written = make([]atomic.Uint64, words)
+	}
+	return b
+}
+
+// claimWrite claims the page at off (see claim) for writing data to it.
+func (b *dstBlock) claimWrite(off uint64) bool {
+	if !b.claim(off) {
+		return false
+	}
+	if b.written != nil {
+		p := off >> b.shift
+		b.written[p/64].Or(uint64(1) << (p % 64))
+	}
+	return true
+}
+
+// zero makes the page at off, which the caller claimed, zero: unread if
+// the transfer never wrote it and the block started as zeros.
+func (b *dstBlock) zero(off uint64) {
+	if b.written != nil {
+		p := off >> b.shift
+		if b.written[p/64].Load()&(uint64(1)<<(p%64)) == 0 {
+			return
+		}
+	}
+	if pg := b.data[off : off+uint64(1)<<b.shift]; !IsZero(pg) {
+		clear(pg)
+	}
 }
 
 // claim reports whether the caller is the first, since the last SYNC, to

@@ -53,7 +53,9 @@ type ReceiverConfig struct {
 	// be among its blocks, with the same sizes.
 	Memory Memory
 	// Alloc makes the destination from the sender's block list when
-	// Memory is nil; nil is [Alloc].
+	// Memory is nil; nil is [Alloc]. New memory that reads as zeros
+	// should say so ([ZeroedMemory]): the receiver then skips zero pages
+	// for pages it has not written. (Memory is never trusted to.)
 	Alloc func([]BlockInfo) (Memory, error)
 	// OnDeviceState receives every device-state blob. It is called from
 	// channel goroutines, possibly concurrently, and must not keep blob.

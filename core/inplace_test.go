@@ -74,13 +74,7 @@ func (c *inPlaceCodec) Recv(p *sdk.Packet, payload []byte) error {
 		c.m.buffered.Add(1)
 	}
 	c.handed = false
-	if len(payload) != len(p.Pages)*4096 {
-		return fmt.Errorf("%w: %d bytes for %d pages", sdk.ErrCorrupt, len(payload), len(p.Pages))
-	}
-	for _, pg := range p.Pages {
-		payload = payload[copy(pg, payload):]
-	}
-	return nil
+	return unpack(p, payload)
 }
 
 func (c *inPlaceCodec) Close() error { return nil }

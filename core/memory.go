@@ -60,7 +60,28 @@ func Alloc(infos []BlockInfo) (Memory, error) {
 		bs[i] = Block{Name: in.Name, Data: make([]byte, in.Size)}
 		adviseHuge(bs[i].Data)
 	}
-	return bs, nil
+	return zeroedMemory{bs}, nil
+}
+
+// ZeroedMemory is an optional interface of a [Memory] whose blocks read
+// as zeros until written, such as [Alloc]'s or a new [CreateImage]. When
+// a receiver's [ReceiverConfig.Alloc] returns one, the receiver leaves
+// alone, unread, a zero page for a page it has not written, as QEMU's
+// destination does: reading a page never written faults it in, which on
+// a sparse file or in shared memory allocates it.
+type ZeroedMemory interface {
+	Memory
+	Zeroed() bool
+}
+
+type zeroedMemory struct{ Memory }
+
+func (zeroedMemory) Zeroed() bool { return true }
+
+// zeroed reports whether m starts as zeros (ZeroedMemory).
+func zeroed(m Memory) bool {
+	z, ok := m.(ZeroedMemory)
+	return ok && z.Zeroed()
 }
 
 // adviseHuge asks the kernel for transparent huge pages under the 2 MiB
@@ -85,9 +106,14 @@ const maxInt = int(^uint(0) >> 1)
 // Image is a [Memory] of one block mapped from a file. Close unmaps it;
 // the block's Data must not be used after that.
 type Image struct {
-	block Block
-	file  *os.File
+	block  Block
+	file   *os.File
+	zeroed bool // made by CreateImage: all zeros until written
 }
+
+// Zeroed implements [ZeroedMemory]: an image from [CreateImage] starts as
+// zeros.
+func (im *Image) Zeroed() bool { return im.zeroed }
 
 // OpenImage maps the file at path read-only as one block named name.
 func OpenImage(path, name string) (*Image, error) {
@@ -136,7 +162,12 @@ func CreateImage(path, name string, size int64) (*Image, error) {
 		f.Close()
 		return nil, err
 	}
-	return mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	im, err := mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	im.zeroed = true
+	return im, nil
 }
 
 func mapImage(f *os.File, name string, size int64, prot, flags int) (*Image, error) {

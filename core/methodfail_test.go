@@ -50,6 +50,11 @@ func (c *flakyCodec) Recv(p *sdk.Packet, payload []byte) error {
 	if c.ch == 0 && p.Seq == c.f.recvFailAt {
 		return errors.New("boom on recv")
 	}
+	return unpack(p, payload)
+}
+
+// unpack copies a copying method's payload to the packet's pages.
+func unpack(p *sdk.Packet, payload []byte) error {
 	if len(payload) != len(p.Pages)*4096 {
 		return fmt.Errorf("%w: %d bytes for %d pages", sdk.ErrCorrupt, len(payload), len(p.Pages))
 	}

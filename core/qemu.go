@@ -297,7 +297,7 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 		if !ok || uint64(len(data)) != in.Size {
 			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(data), in.Size)
 		}
-		t.blocks[in.Name] = newDstBlock(in.Name, data, DefaultPageSize)
+		t.blocks[in.Name] = newDstBlock(in.Name, data, DefaultPageSize, zeroed(mem))
 		if t.onSync != nil && t.onPages == nil {
 			t.blocks[in.Name].track()
 		}
@@ -320,21 +320,21 @@ func (s *qemuSink) blocks(infos []BlockInfo) error {
 // already wrote it since the last sync point (see dstBlock).
 func (s *qemuSink) page4k(block string, off uint64) []byte {
 	b := s.t.blocks[block]
-	if !b.claim(off) {
+	if !b.claimWrite(off) {
 		return nil
 	}
 	return b.data[off : off+DefaultPageSize]
 }
 
 func (s *qemuSink) zero(block string, off uint64, fill byte) error {
-	pg := s.page4k(block, off)
-	switch {
-	case pg == nil:
-		return nil
-	case fill == 0:
-		if !IsZero(pg) {
-			clear(pg)
+	if fill == 0 {
+		if b := s.t.blocks[block]; b.claim(off) {
+			b.zero(off)
 		}
+		return nil
+	}
+	pg := s.page4k(block, off)
+	if pg == nil {
 		return nil
 	}
 	for i := range pg {

@@ -390,12 +390,14 @@ func (t *transfer) setup() error {
 	}
 	t.info = t.method.Info()
 
-	mem := cfg.Memory
+	// Only memory made for this transfer is trusted to start as zeros.
+	mem, fresh := cfg.Memory, false
 	if mem == nil {
 		var err error
 		if mem, err = cfg.Alloc(h.Blocks); err != nil {
 			return fmt.Errorf("destination: %w", err)
 		}
+		fresh = zeroed(mem)
 	}
 	have := make(map[string][]byte)
 	for _, b := range mem.Blocks() {
@@ -410,7 +412,7 @@ func (t *transfer) setup() error {
 		if uint64(len(data)) != b.Size {
 			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
-		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize)
+		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize, fresh)
 		if t.onSync != nil && t.onPages == nil {
 			t.blocks[b.Name].track()
 		}
@@ -590,8 +592,8 @@ func (t *transfer) zeroPages(body []byte) error {
 			return fmt.Errorf("%w: zero page at %#x of block %q (%d bytes): not page aligned or beyond the block", ErrBadControl, off, name, len(blk.data))
 		}
 		claimed := blk.claim(off)
-		if pg := blk.data[off : off+ps]; claimed && !IsZero(pg) {
-			clear(pg)
+		if claimed {
+			blk.zero(off)
 		}
 		blk.mark(off)
 		if claimed && t.onPages != nil {
@@ -776,9 +778,7 @@ func (c *recvChan) ram() error {
 			if !blk.claim(off) {
 				continue // another channel wrote it in this interval
 			}
-			if pg := data[off : off+uint64(ps)]; !IsZero(pg) {
-				clear(pg)
-			}
+			blk.zero(off)
 			if t.onPages != nil {
 				c.landed = append(c.landed, off)
 			}
@@ -838,7 +838,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	// last SYNC goes to scratch (see dstBlock).
 	c.mine = c.mine[:0]
 	for _, off := range offs {
-		c.mine = append(c.mine, blk.claim(off))
+		c.mine = append(c.mine, blk.claimWrite(off))
 	}
 	if c.scratch == nil {
 		c.scratch = make([]byte, ps)
