@@ -9,8 +9,9 @@
 // NewReceiver opens one channel's Sender or Receiver inside that process.
 // On Linux each packet then travels on the data plane: the pages or
 // payload through a memory region shared with the plugin (a sealed
-// memfd), the call as one request and one response on a socket of the
-// channel's own; elsewhere, or with [Config.NoDataPlane], each packet is
+// memfd, which the engine writes payloads out of and reads them into
+// directly: core.InPlaceSender, core.InPlaceReceiver), the call as one
+// request and one response on a socket of the channel's own; elsewhere, or with [Config.NoDataPlane], each packet is
 // one gRPC call carrying the bytes. Either way the plugin's answers are
 // checked before use. A failure fails only that channel's Sender
 // or Receiver, with an error naming the plugin and the channel; if the
