@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -60,7 +61,7 @@ func Alloc(infos []BlockInfo) (Memory, error) {
 		bs[i] = Block{Name: in.Name, Data: make([]byte, in.Size)}
 		adviseHuge(bs[i].Data)
 	}
-	return zeroedMemory{bs}, nil
+	return FreshZeros(bs), nil
 }
 
 // ZeroedMemory is an optional interface of a [Memory] whose blocks read
@@ -69,14 +70,25 @@ func Alloc(infos []BlockInfo) (Memory, error) {
 // alone, unread, a zero page for a page it has not written, as QEMU's
 // destination does: reading a page never written faults it in, which on
 // a sparse file or in shared memory allocates it.
+//
+// Zeroed reports whether the memory still reads as zeros. A receiver
+// that gets true writes the memory, so an implementation reports true
+// at most once: memory handed to a second transfer is not trusted.
 type ZeroedMemory interface {
 	Memory
 	Zeroed() bool
 }
 
-type zeroedMemory struct{ Memory }
+// FreshZeros marks m, new memory that reads as zeros, as a
+// [ZeroedMemory] for a receiver's Alloc to return.
+func FreshZeros(m Memory) ZeroedMemory { return &zeroedMemory{Memory: m} }
 
-func (zeroedMemory) Zeroed() bool { return true }
+type zeroedMemory struct {
+	Memory
+	used atomic.Bool
+}
+
+func (z *zeroedMemory) Zeroed() bool { return !z.used.Swap(true) }
 
 // zeroed reports whether m starts as zeros (ZeroedMemory).
 func zeroed(m Memory) bool {
@@ -108,12 +120,12 @@ const maxInt = int(^uint(0) >> 1)
 type Image struct {
 	block  Block
 	file   *os.File
-	zeroed bool // made by CreateImage: all zeros until written
+	zeroed atomic.Bool // made by CreateImage and not yet handed out as zeros
 }
 
 // Zeroed implements [ZeroedMemory]: an image from [CreateImage] starts as
-// zeros.
-func (im *Image) Zeroed() bool { return im.zeroed }
+// zeros; true once at most.
+func (im *Image) Zeroed() bool { return im.zeroed.Swap(false) }
 
 // OpenImage maps the file at path read-only as one block named name.
 func OpenImage(path, name string) (*Image, error) {
@@ -166,7 +178,7 @@ func CreateImage(path, name string, size int64) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im.zeroed = true
+	im.zeroed.Store(true)
 	return im, nil
 }
 

@@ -715,7 +715,7 @@ func (s *Sender) release() {
 	for _, c := range s.chans {
 		if c.m != nil {
 			c.m.Close()
-			c.m = nil
+			c.m, c.inPlace = nil, nil
 		}
 	}
 	for _, f := range s.unshare {

@@ -316,7 +316,7 @@ func (m *Method) open(role, ch int, o sdk.Options) (*channel, error) {
 	if m.plane != nil {
 		m.plane.mu.Lock() // the plugin takes the offers in order
 		defer m.plane.mu.Unlock()
-		dp, tok, err := m.plane.open(sdkgp.PlaneHalf(o.PacketPages, o.PageSize))
+		dp, tok, err := m.plane.open(sdkgp.PlaneHalf(o.PacketPages, o.PageSize), role == sdkgp.RoleSend)
 		if err != nil {
 			m.cfg.Log.Debug("no data plane: packets travel in the messages", "plugin", m.name, "channel", ch, "err", err)
 		} else {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/plugins/zstd"
@@ -44,7 +45,9 @@ func TestConformance(t *testing.T) {
 }
 
 // TestDataPlane: on Linux the default path is the data plane, and
-// NoDataPlane turns it off, for senders and receivers alike.
+// NoDataPlane turns it off, for senders and receivers alike. Either way
+// the engine may keep payloads where the plugin's ends have them
+// (core.InPlaceSender, core.InPlaceReceiver).
 func TestDataPlane(t *testing.T) {
 	for _, path := range paths {
 		m := load(t, "zstd", path.cfg)
@@ -59,6 +62,11 @@ func TestDataPlane(t *testing.T) {
 		want := path.name == "plane"
 		if goplugin.OnDataPlane(s) != want || goplugin.OnDataPlane(r) != want {
 			t.Errorf("%s: sender shared %v, receiver shared %v", path.name, goplugin.OnDataPlane(s), goplugin.OnDataPlane(r))
+		}
+		_, sip := s.(core.InPlaceSender)
+		_, rip := r.(core.InPlaceReceiver)
+		if !sip || !rip {
+			t.Errorf("%s: sender in place %v, receiver in place %v", path.name, sip, rip)
 		}
 		s.Close()
 		r.Close()

@@ -23,7 +23,7 @@ import (
 // peer, the test plays; both are closed when t ends.
 func fakePlane(t *testing.T, m *Method, ch int) (c *channel, peer *net.UnixConn) {
 	t.Helper()
-	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096))
+	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096), false)
 	if err != nil {
 		t.Fatal(err)
 	}

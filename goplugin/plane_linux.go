@@ -89,8 +89,13 @@ type region struct {
 }
 
 // newRegion creates a region; the caller closes its fd (release) once
-// it is sent, and unmaps it (free) when the channel ends.
-func newRegion(half int) (*region, error) {
+// it is sent, and unmaps it (free) when the channel ends. A sender's is
+// populated: every packet goes through it, so its page faults are taken
+// now, at setup, not in the first packets (the plugin maps it populated
+// too). A receiver's is not: its size follows the peer's packet size,
+// and a peer that opens a transfer and sends nothing should not make it
+// commit memory.
+func newRegion(half int, populate bool) (*region, error) {
 	fd, err := unix.MemfdCreate("pagewire-plugin", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
@@ -107,10 +112,11 @@ func newRegion(half int) (*region, error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
 		return nil, fmt.Errorf("memfd seals: %w", err)
 	}
-	// Every packet goes through the region: fault it all in now (the
-	// plugin maps it populated too) rather than page by page during the
-	// first packets.
-	mem, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	flags := unix.MAP_SHARED
+	if populate {
+		flags |= unix.MAP_POPULATE
+	}
+	mem, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
 		return nil, fmt.Errorf("mmap: %w", err)
 	}
@@ -146,8 +152,8 @@ type dataPlane struct {
 }
 
 // open creates a channel's data plane and offers it (p.mu held).
-func (p *plane) open(half int) (*dataPlane, uint64, error) {
-	reg, err := newRegion(half)
+func (p *plane) open(half int, populate bool) (*dataPlane, uint64, error) {
+	reg, err := newRegion(half, populate)
 	if err != nil {
 		return nil, 0, err
 	}

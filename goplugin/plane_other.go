@@ -23,7 +23,7 @@ func newPlane() (*plane, error) { return nil, errors.New("data plane: Linux only
 
 func (p *plane) started() {}
 func (p *plane) close()   {}
-func (p *plane) open(int) (*dataPlane, uint64, error) {
+func (p *plane) open(int, bool) (*dataPlane, uint64, error) {
 	return nil, 0, errors.New("data plane: Linux only")
 }
 func (d *dataPlane) close() {}

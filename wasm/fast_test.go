@@ -59,12 +59,16 @@ func TestConformanceC(t *testing.T) {
 }
 
 // TestZstdCFrames: the C-built zstd ends its frame at a packet boundary
-// before the frame could outgrow its 2 MiB window (plugins/zstd-c/shim.c),
-// so with full packets of 512 KiB the packets after every fourth start a
-// new frame (its magic number first); the built-in receiver and the
-// C-built one decode the run of frames packet by packet.
+// before the frame could outgrow its 2 MiB window (plugins/zstd-c/shim.c):
+// with full packets of 512 KiB, every fourth; with shorter ones, once
+// another full packet might not fit. The packet after starts a new frame
+// (its magic number first), and the built-in receiver and the C-built
+// one decode the run of frames packet by packet.
 func TestZstdCFrames(t *testing.T) {
-	pkts := packets(13)
+	pkts := packets(20)
+	for i := 13; i < len(pkts); i++ {
+		pkts[i] = pkts[i][:40+i] // shorter packets from the 14th on
+	}
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
 	c := load(t, "zstd-c", wasm.Config{})
 	snd, err := c.NewSender(0, o)
@@ -72,6 +76,9 @@ func TestZstdCFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer snd.Close()
+	if _, ok := snd.(core.InPlaceSender); !ok {
+		t.Error("a Wasm sender is not a core.InPlaceSender")
+	}
 	var rcvs []sdk.Receiver
 	for _, m := range []sdk.Method{builtin(t, "zstd"), c} {
 		r, err := m.NewReceiver(0, o)
@@ -81,24 +88,32 @@ func TestZstdCFrames(t *testing.T) {
 		defer r.Close()
 		rcvs = append(rcvs, r)
 	}
+	if _, ok := rcvs[1].(core.InPlaceReceiver); !ok {
+		t.Error("a Wasm receiver is not a core.InPlaceReceiver")
+	}
 	magic := []byte{0x28, 0xb5, 0x2f, 0xfd}
 	dst := make([][]byte, 128)
 	for j := range dst {
 		dst[j] = make([]byte, 4096)
 	}
 	var payload []byte
+	const window, full = 2 << 20, 128 * 4096
+	frame := 0 // bytes in the current frame before this packet
 	for i, p := range pkts {
 		if payload, err = snd.Prepare(&sdk.Packet{Pages: p}, payload[:0]); err != nil {
 			t.Fatal(err)
 		}
-		if got, want := bytes.HasPrefix(payload, magic), i%4 == 0; got != want {
+		if got, want := bytes.HasPrefix(payload, magic), frame == 0; got != want {
 			t.Errorf("packet %d: starts a frame: %v, want %v", i, got, want)
 		}
+		if frame += len(p) * 4096; frame+full > window {
+			frame = 0
+		}
 		for k, r := range rcvs {
-			if err := r.Recv(&sdk.Packet{Pages: dst}, payload); err != nil {
+			if err := r.Recv(&sdk.Packet{Pages: dst[:len(p)]}, payload); err != nil {
 				t.Fatalf("receiver %d, packet %d: %v", k, i, err)
 			}
-			for j := range dst {
+			for j := range p {
 				if !bytes.Equal(dst[j], p[j]) {
 					t.Fatalf("receiver %d, packet %d: page %d differs", k, i, j)
 				}

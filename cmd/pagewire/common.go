@@ -42,14 +42,14 @@ func isWasm(path string) (bool, error) {
 // a go-plugin executable; closer releases it. pinSHA (hex) pins a
 // go-plugin binary's sha256; noShare keeps a go-plugin from mapping the
 // sender's memory.
-func loadPlugin(ctx context.Context, path, pinSHA string, noShare bool, wcfg wasm.Config) (sdk.Method, func(), error) {
+func loadPlugin(ctx context.Context, path, pinFlag, pinSHA string, noShare bool, wcfg wasm.Config) (sdk.Method, func(), error) {
 	w, err := isWasm(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	if w {
 		if pinSHA != "" {
-			return nil, nil, usageError{fmt.Errorf("--plugin-sha256: %s is a Wasm module; pinning is for go-plugin executables", path)}
+			return nil, nil, usageError{fmt.Errorf("%s: %s is a Wasm module; pinning is for go-plugin executables", pinFlag, path)}
 		}
 		m, err := wasm.Load(ctx, path, wcfg)
 		if err != nil {
@@ -61,7 +61,7 @@ func loadPlugin(ctx context.Context, path, pinSHA string, noShare bool, wcfg was
 	if pinSHA != "" {
 		sum, err := hex.DecodeString(pinSHA)
 		if err != nil || len(sum) != sha256.Size {
-			return nil, nil, usageError{fmt.Errorf("--plugin-sha256 %q: want %d hex digits", pinSHA, 2*sha256.Size)}
+			return nil, nil, usageError{fmt.Errorf("%s %q: want %d hex digits", pinFlag, pinSHA, 2*sha256.Size)}
 		}
 		cfg.SHA256 = sum
 	}
@@ -111,7 +111,7 @@ func (c *common) lookup() (sdk.Method, error) {
 	}
 	if c.plugin != "" {
 		if c.loaded == nil {
-			m, closer, err := loadPlugin(context.Background(), c.plugin, c.pinSHA, c.noShare, wasm.Config{Trusted: c.trusted, Strict: c.strict})
+			m, closer, err := loadPlugin(context.Background(), c.plugin, "--plugin-sha256", c.pinSHA, c.noShare, wasm.Config{Trusted: c.trusted, Strict: c.strict})
 			if err != nil {
 				return nil, err
 			}

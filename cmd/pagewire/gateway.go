@@ -54,8 +54,8 @@ func qemuMethod(flag, name string) (sdk.Method, error) {
 
 // qemuPlugin loads a plugin whose method is one of QEMU's compressed
 // ones, for a QEMU leg.
-func qemuPlugin(ctx context.Context, path string) (sdk.Method, func(), error) {
-	m, closer, err := loadPlugin(ctx, path, "", false, wasm.Config{})
+func qemuPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk.Method, func(), error) {
+	m, closer, err := loadPlugin(ctx, path, "--qemu-plugin-sha256", pinSHA, false, wcfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -270,6 +270,7 @@ func gatewayOutCmd() *cobra.Command {
 		qch      int
 		qmethod  string
 		qplugin  string
+		qpin     string
 		qlevel   int
 		patience time.Duration
 	)
@@ -304,8 +305,11 @@ destination sees its connections close before the end of the stream.`,
 			if qm, err = qemuMethod("--qemu-method", qmethod); err != nil {
 				return err
 			}
+			if qpin != "" && qplugin == "" {
+				return usageError{fmt.Errorf("--qemu-plugin-sha256 pins a --qemu-plugin; there is none")}
+			}
 			if qplugin != "" {
-				pm, closer, err := qemuPlugin(cmd.Context(), qplugin)
+				pm, closer, err := qemuPlugin(cmd.Context(), qplugin, qpin, wasm.Config{Trusted: c.trusted, Strict: c.strict})
 				if err != nil {
 					return err
 				}
@@ -357,6 +361,7 @@ destination sees its connections close before the end of the stream.`,
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
 	cmd.Flags().StringVar(&qplugin, "qemu-plugin", "", "compress toward the destination with the plugin FILE, a Wasm module or go-plugin executable of QEMU's zlib or zstd (then --qemu-method, if given, must name the same)")
+	cmd.Flags().StringVar(&qpin, "qemu-plugin-sha256", "", "refuse to run a go-plugin --qemu-plugin whose sha256 is not HEX (--plugin-trusted and --plugin-strict apply to a Wasm --qemu-plugin too)")
 	cmd.Flags().IntVar(&qlevel, "qemu-level", 0, "compression level toward the destination (0: QEMU's default)")
 	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the gateway-in's channels")
 	return cmd

@@ -234,6 +234,30 @@ func TestGateway(t *testing.T) {
 	}
 }
 
+// TestGatewayOutQEMUPlugin: gateway-out refuses, with a usage error
+// that says why, a --qemu-plugin whose method QEMU does not have, one
+// that disagrees with --qemu-method, and a pin it cannot apply.
+func TestGatewayOutQEMUPlugin(t *testing.T) {
+	dir := t.TempDir()
+	buildCPlugins(t, dir)
+	zstd, lz4 := filepath.Join(dir, "zstd-c.wasm"), filepath.Join(dir, "lz4-c.wasm")
+	base := []string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:127.0.0.1:1", "--insecure"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--qemu-plugin", lz4}, "method lz4 (flag 0x3c) is not QEMU's zlib (0x2) or zstd (0x4)"},
+		{[]string{"--qemu-plugin", zstd, "--qemu-method", "zlib"}, "runs zstd, but --qemu-method is zlib"},
+		{[]string{"--qemu-plugin", zstd, "--qemu-plugin-sha256", "ab"}, "--qemu-plugin-sha256: " + zstd + " is a Wasm module"},
+		{[]string{"--qemu-plugin-sha256", "ab"}, "--qemu-plugin-sha256 pins a --qemu-plugin; there is none"},
+	} {
+		p := start(t, append(base, c.args...)...)
+		if code := p.wait(t); code != 2 || !strings.Contains(p.stderr.String(), c.want) {
+			t.Errorf("%v: exited %d: %s; want 2 and %q", c.args, code, p.stderr, c.want)
+		}
+	}
+}
+
 // cutter is a TCP proxy for the link that cuts every connection once
 // limit bytes have gone through.
 type cutter struct {

@@ -91,7 +91,7 @@ func pluginTestCmd() *cobra.Command {
 a PASS or FAIL line per check; exit 1 if any check fails.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, closer, err := loadPlugin(cmd.Context(), args[0], "", false, wasm.Config{Trusted: trusted, Strict: strict})
+			m, closer, err := loadPlugin(cmd.Context(), args[0], "", "", false, wasm.Config{Trusted: trusted, Strict: strict})
 			if err != nil {
 				return err
 			}

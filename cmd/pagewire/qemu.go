@@ -142,7 +142,7 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg core.QE
 			bs = append(bs, im.Blocks()...)
 			total.Add(int64(b.Size))
 		}
-		return bs, nil
+		return core.FreshZeros(bs), nil // new sparse files
 	}
 	ln, err := channels.Listen(listen)
 	if err != nil {

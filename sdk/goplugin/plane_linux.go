@@ -67,7 +67,7 @@ func UnixConn(fd int) *net.UnixConn {
 
 // attach takes the region and socket the host sent for token and starts
 // serving the channel's requests on it.
-func (c *channel) attach(p *plane, token uint64, half int) error {
+func (c *channel) attach(p *plane, token uint64, half int, populate bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var b [8]byte
@@ -102,9 +102,14 @@ func (c *channel) attach(p *plane, token uint64, half int) error {
 			syscall.Close(fds[1])
 			return fmt.Errorf("data plane: region of %d bytes, want %d", st.Size, 2*half)
 		}
-		// Populated: every packet goes through the region, so its page
-		// faults are taken here, at setup, not during the first packets.
-		shm, err := syscall.Mmap(fds[0], 0, 2*half, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED|syscall.MAP_POPULATE)
+		// A sender's region is populated (as the host does): every
+		// packet goes through it, so its page faults are taken here, at
+		// setup, not during the first packets.
+		flags := syscall.MAP_SHARED
+		if populate {
+			flags |= syscall.MAP_POPULATE
+		}
+		shm, err := syscall.Mmap(fds[0], 0, 2*half, syscall.PROT_READ|syscall.PROT_WRITE, flags)
 		if err != nil {
 			syscall.Close(fds[1])
 			return fmt.Errorf("data plane: %w", err)

@@ -8,7 +8,7 @@ type plane struct{}
 
 func getPlane() *plane { return nil }
 
-func (c *channel) attach(*plane, uint64, int) error {
+func (c *channel) attach(*plane, uint64, int, bool) error {
 	return errors.New("data plane: Linux only")
 }
 

@@ -171,7 +171,7 @@ func (s *methodServer) open(_ context.Context, in *msg) (out *msg, err error) {
 	defer c.mu.Unlock()
 	onPlane := uint64(0)
 	if p := getPlane(); in.f != 0 && p != nil {
-		if err := c.attach(p, in.f, PlaneHalf(pp, ps)); err != nil {
+		if err := c.attach(p, in.f, PlaneHalf(pp, ps), in.a == RoleSend); err != nil {
 			slog.Debug("packets travel in the messages", "channel", ch, "err", err)
 		} else {
 			onPlane = 1
