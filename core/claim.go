@@ -38,38 +38,47 @@ func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock 
 	return b
 }
 
+// bit is the word and bit of the page at byte offset off in a bitmap of
+// one bit per page.
+func (b *dstBlock) bit(off uint64) (word, mask uint64) {
+	p := off >> b.shift
+	return p / 64, uint64(1) << (p % 64)
+}
+
+// claim reports whether the caller is the first, since the last SYNC, to
+// write the page at byte offset off.
+func (b *dstBlock) claim(off uint64) bool {
+	w, bit := b.bit(off)
+	return b.claimed[w].Or(bit)&bit == 0
+}
+
 // claimWrite claims the page at off (see claim) for writing data to it.
 func (b *dstBlock) claimWrite(off uint64) bool {
 	if !b.claim(off) {
 		return false
 	}
 	if b.written != nil {
-		p := off >> b.shift
-		b.written[p/64].Or(uint64(1) << (p % 64))
+		w, bit := b.bit(off)
+		b.written[w].Or(bit)
 	}
 	return true
 }
 
-// zero makes the page at off, which the caller claimed, zero: unread if
-// the transfer never wrote it and the block started as zeros.
-func (b *dstBlock) zero(off uint64) {
+// claimZero claims the page at off (see claim) and makes it zero: unread
+// if the transfer never wrote it and the block started as zeros.
+func (b *dstBlock) claimZero(off uint64) bool {
+	if !b.claim(off) {
+		return false
+	}
 	if b.written != nil {
-		p := off >> b.shift
-		if b.written[p/64].Load()&(uint64(1)<<(p%64)) == 0 {
-			return
+		if w, bit := b.bit(off); b.written[w].Load()&bit == 0 {
+			return true
 		}
 	}
 	if pg := b.data[off : off+uint64(1)<<b.shift]; !IsZero(pg) {
 		clear(pg)
 	}
-}
-
-// claim reports whether the caller is the first, since the last SYNC, to
-// write the page at byte offset off.
-func (b *dstBlock) claim(off uint64) bool {
-	p := off >> b.shift
-	bit := uint64(1) << (p % 64)
-	return b.claimed[p/64].Or(bit)&bit == 0
+	return true
 }
 
 // reset clears every claim; only while no channel is writing.

@@ -328,9 +328,7 @@ func (s *qemuSink) page4k(block string, off uint64) []byte {
 
 func (s *qemuSink) zero(block string, off uint64, fill byte) error {
 	if fill == 0 {
-		if b := s.t.blocks[block]; b.claim(off) {
-			b.zero(off)
-		}
+		s.t.blocks[block].claimZero(off)
 		return nil
 	}
 	pg := s.page4k(block, off)

@@ -591,10 +591,7 @@ func (t *transfer) zeroPages(body []byte) error {
 		if off%ps != 0 || off >= uint64(len(blk.data)) {
 			return fmt.Errorf("%w: zero page at %#x of block %q (%d bytes): not page aligned or beyond the block", ErrBadControl, off, name, len(blk.data))
 		}
-		claimed := blk.claim(off)
-		if claimed {
-			blk.zero(off)
-		}
+		claimed := blk.claimZero(off)
 		blk.mark(off)
 		if claimed && t.onPages != nil {
 			t.ctlLanded = append(t.ctlLanded, off)
@@ -775,10 +772,9 @@ func (c *recvChan) ram() error {
 		}
 		c.landed = c.landed[:0]
 		for _, off := range rh.Offsets[normal:] {
-			if !blk.claim(off) {
+			if !blk.claimZero(off) {
 				continue // another channel wrote it in this interval
 			}
-			blk.zero(off)
 			if t.onPages != nil {
 				c.landed = append(c.landed, off)
 			}

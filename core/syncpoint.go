@@ -75,8 +75,8 @@ func (b *dstBlock) mark(off uint64) {
 	if b.fwd == nil {
 		return
 	}
-	p := off >> b.shift
-	b.fwd[p/64].Or(1 << (p % 64))
+	w, bit := b.bit(off)
+	b.fwd[w].Or(bit)
 }
 
 // track makes b record the pages written (see SyncPoint.Pages).

@@ -46,11 +46,15 @@ func qemuMethod(flag, name string) (sdk.Method, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s %s: %w", flag, name, err)}
 	}
-	if f := m.Info().Flag; f != 0 && f != 0x02 && f != 0x04 {
+	if f := m.Info().Flag; f != 0 && !qemuCompressed(f) {
 		return nil, usageError{fmt.Errorf("%s %s: QEMU's methods are none, zlib and zstd", flag, name)}
 	}
 	return m, nil
 }
+
+// qemuCompressed reports whether flag is one of QEMU's compressed
+// multifd methods: zlib (0x2) or zstd (0x4).
+func qemuCompressed(flag uint32) bool { return flag == 0x02 || flag == 0x04 }
 
 // qemuPlugin loads a plugin whose method is one of QEMU's compressed
 // ones, for a QEMU leg.
@@ -59,7 +63,7 @@ func qemuPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk
 	if err != nil {
 		return nil, nil, err
 	}
-	if info := m.Info(); info.Flag != 0x02 && info.Flag != 0x04 {
+	if info := m.Info(); !qemuCompressed(info.Flag) {
 		closer()
 		return nil, nil, usageError{fmt.Errorf("--qemu-plugin %s: method %s (flag %#x) is not QEMU's zlib (0x2) or zstd (0x4)", path, info.Name, info.Flag)}
 	}
