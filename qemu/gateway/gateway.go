@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Dialer opens one connection to the far end of a leg per call: every
+// channel of a transfer is one Dial. A [channels.Dialer] is one.
+//
+// [channels.Dialer]: https://pkg.go.dev/github.com/pagewire/pagewire/channels#Dialer
+type Dialer interface {
+	Dial(ctx context.Context) (net.Conn, error)
+}
+
+// Leg names one of the three connections of a gateway pair.
+type Leg string
+
+// The legs, in the migration's direction.
+const (
+	LegSource      Leg = "source"      // the source QEMU to In
+	LegLink        Leg = "link"        // In to Out
+	LegDestination Leg = "destination" // Out to the destination QEMU
+)
+
+// LegError is how [In.Run] and [Out.Run] fail: Leg is the connection
+// that failed first, Err why. Use [errors.As] to tell the legs apart.
+type LegError struct {
+	Leg Leg
+	Err error
+}
+
+// Error is "<leg>: <err>".
+func (e *LegError) Error() string { return string(e.Leg) + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *LegError) Unwrap() error { return e.Err }
+
+// legError returns err's own LegError if it has one, or err as a failure
+// of leg.
+func legError(leg Leg, err error) *LegError {
+	var le *LegError
+	if errors.As(err, &le) {
+		return le
+	}
+	return &LegError{Leg: leg, Err: err}
+}
+
+// ErrNotQEMUMethod reports a compression method QEMU's multifd does not
+// have.
+var ErrNotQEMUMethod = errors.New("not one of QEMU's multifd methods none, zlib (0x2) and zstd (0x4)")
+
+// QEMUMethod returns nil when m can speak to a QEMU leg: nil (none),
+// or a method whose wire flag is QEMU's none (0), zlib (0x2) or zstd
+// (0x4). Otherwise it returns an error wrapping [ErrNotQEMUMethod].
+func QEMUMethod(m sdk.Method) error {
+	if m == nil {
+		return nil
+	}
+	info := m.Info()
+	if info.Flag != 0 && !QEMUCompressed(info.Flag) {
+		return fmt.Errorf("method %s (flag %#x): %w", info.Name, info.Flag, ErrNotQEMUMethod)
+	}
+	return nil
+}
+
+// QEMUCompressed reports whether flag is the wire flag of one of QEMU's
+// compressed multifd methods: zlib (0x2) or zstd (0x4).
+func QEMUCompressed(flag uint32) bool { return flag == 0x02 || flag == 0x04 }
+
+// The link protocol: what In sends Out besides the pages, as
+// device-state blobs (see the package documentation).
+const (
+	blobHello    = "pagewire/gateway/hello"
+	blobMain     = "pagewire/gateway/main"
+	blobMainTail = "pagewire/gateway/main-tail"
+)
+
+// hello is the first blob on the link: what Out needs to open the
+// destination leg.
+type hello struct {
+	Dialect core.Dialect `json:"dialect"`
+	UUID    [16]byte     `json:"uuid"`
+}
+
+// qemuChannels is QEMU's default multifd-channels.
+const qemuChannels = 2
+
+// ramCopy is a gateway's copy of guest RAM, made from the block list.
+type ramCopy struct {
+	mem   core.Memory
+	total *atomic.Int64 // bytes, for RAMBytes
+}
+
+func (r *ramCopy) alloc(blocks []core.BlockInfo) (core.Memory, error) {
+	mem, err := core.Alloc(blocks)
+	r.mem = mem
+	var n int64
+	for _, b := range blocks {
+		n += int64(b.Size)
+	}
+	r.total.Store(n)
+	return mem, err
+}
+
+// watch cancels ctx with a LegError of leg as soon as s fails; stop
+// ends the watch and returns once its goroutine has.
+func watch(s *core.Sender, cancel context.CancelCauseFunc, leg Leg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-s.Done():
+			if err := s.Err(); err != nil {
+				cancel(&LegError{Leg: leg, Err: err})
+			}
+		case <-done:
+		}
+	})
+	return sync.OnceFunc(func() {
+		close(done)
+		wg.Wait()
+	})
+}
+
+// errRunning is Run's error while another Run of the same gateway runs.
+var errRunning = errors.New("gateway: Run is already running")
