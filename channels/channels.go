@@ -40,7 +40,7 @@ func Parse(addr string) (network, address string, err error) {
 	switch network {
 	case "tcp":
 		if _, _, err := net.SplitHostPort(address); err != nil {
-			return "", "", fmt.Errorf("%w %q: %v", ErrAddress, addr, err)
+			return "", "", fmt.Errorf("%w %q: %w", ErrAddress, addr, err)
 		}
 	case "unix", "vmbus":
 	default:

@@ -29,11 +29,11 @@ func (f TLSFiles) load() (tls.Certificate, *x509.CertPool, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("%w: %s, %s: %v", ErrTLS, f.Cert, f.Key, err)
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s, %s: %w", ErrTLS, f.Cert, f.Key, err)
 	}
 	pem, err := os.ReadFile(f.CA)
 	if err != nil {
-		return tls.Certificate{}, nil, fmt.Errorf("%w: %v", ErrTLS, err)
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %w", ErrTLS, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
@@ -155,7 +155,7 @@ func (l *tlsListener) handshake(c net.Conn) (net.Conn, error) {
 		_, err = tc.Write([]byte{tlsAccepted})
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrTLS, c.RemoteAddr(), err)
+		return nil, fmt.Errorf("%w: handshake with %s: %w", ErrTLS, c.RemoteAddr(), err)
 	}
 	c.SetDeadline(time.Time{})
 	return tc, nil
@@ -235,7 +235,7 @@ func (t tlsDialer) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w: handshake with %s: %v", ErrTLS, c.RemoteAddr(), err)
+		return nil, fmt.Errorf("%w: handshake with %s: %w", ErrTLS, c.RemoteAddr(), err)
 	}
 	return tc, nil
 }

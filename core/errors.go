@@ -1,12 +1,15 @@
 package core
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 // Sentinel errors, for errors.Is. Errors from a transfer wrap one of them,
@@ -54,13 +57,73 @@ func (e *ChannelError) Error() string {
 func (e *ChannelError) Unwrap() error { return e.Err }
 
 // RemoteError is the failure the peer reported over the control channel.
+// Besides its text the peer sends a code for every sentinel its error
+// matched, so that errors.Is works across the ends: a receiver's method
+// mismatch is, at the sender, a RemoteError that errors.Is
+// [ErrMethodMismatch]. A peer that sends text only yields no codes.
 type RemoteError struct {
 	// Side is "sender" or "receiver": who reported it.
 	Side string
 	Msg  string
+	// Codes are the peer's codes, as sent; unknown ones are kept and
+	// ignored.
+	Codes []byte
 }
 
 func (e *RemoteError) Error() string { return e.Side + " failed: " + e.Msg }
+
+// Is reports whether the peer's error matched target, one of the
+// sentinels that have a code (see [ErrorCodes]).
+func (e *RemoteError) Is(target error) bool {
+	for _, c := range e.Codes {
+		if int(c) < len(codeErrors) && codeErrors[c] != nil && codeErrors[c] == target {
+			return true
+		}
+	}
+	return false
+}
+
+// codeErrors maps a code on the wire to its sentinel. Codes are part of
+// the protocol: never renumber, only append.
+var codeErrors = [...]error{
+	1:  ErrBadHandshake,
+	2:  ErrBadPacket,
+	3:  ErrBadControl,
+	4:  ErrMethodMismatch,
+	5:  ErrMethod,
+	6:  sdk.ErrPlugin,
+	7:  sdk.ErrDeadline,
+	8:  sdk.ErrCorrupt,
+	9:  ErrPeerGone,
+	10: context.Canceled,
+	11: context.DeadlineExceeded,
+	12: os.ErrDeadlineExceeded,
+	13: ErrBadStream,
+}
+
+// ErrorCodes returns the codes of every sentinel err matches, as a peer
+// is told them with the error's text.
+func ErrorCodes(err error) []byte {
+	var codes []byte
+	for c, target := range codeErrors {
+		if target != nil && errors.Is(err, target) {
+			codes = append(codes, byte(c))
+		}
+	}
+	return codes
+}
+
+// remoteError makes the error a peer reported in an ERROR message.
+func remoteError(side string, body []byte) *RemoteError {
+	text, codes := wire.ParseError(body)
+	return &RemoteError{Side: side, Msg: text, Codes: codes}
+}
+
+// errorMessage is the body of the ERROR message that tells the peer why
+// side failed.
+func errorMessage(side string, err error) []byte {
+	return wire.AppendError(nil, side+": "+err.Error(), ErrorCodes(err))
+}
 
 var be = binary.BigEndian
 

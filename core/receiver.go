@@ -167,7 +167,7 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 	t.ctl.SetWriteDeadline(time.Now().Add(time.Second))
 	if err := wire.WriteMessage(t.ctl, wire.MsgDone, nil); err != nil {
 		// Everything landed; only the sender's confirmation is lost.
-		return t.mem, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: confirming the end: %v", ErrPeerGone, err)}
+		return t.mem, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: confirming the end: %w", ErrPeerGone, err)}
 	}
 	return t.mem, nil
 }
@@ -305,7 +305,7 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 	conn.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	var b [wire.InitSize]byte
 	if _, err := io.ReadFull(conn, b[:4]); err != nil {
-		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %v", ErrBadHandshake, conn.RemoteAddr(), err)}
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %w", ErrBadHandshake, conn.RemoteAddr(), err)}
 	}
 	switch m := be.Uint32(b[:]); m {
 	case wire.ControlMagic:
@@ -316,7 +316,7 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		return arrival{conn: conn, ctl: true}, nil
 	case wire.Magic:
 		if _, err := io.ReadFull(conn, b[4:]); err != nil {
-			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: truncated channel handshake: %v", ErrBadHandshake, err)}
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: truncated channel handshake: %w", ErrBadHandshake, err)}
 		}
 		var init wire.Init
 		if err := init.UnmarshalBinary(b[:]); err != nil {
@@ -358,7 +358,7 @@ func (t *transfer) readHello() error {
 	}
 	t.ctl.SetWriteDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	if err := wire.WriteMessage(t.ctl, wire.MsgAccept, nil); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 	}
 	t.ctl.SetWriteDeadline(time.Time{})
 	return nil
@@ -458,7 +458,7 @@ func (t *transfer) newReceivers() error {
 	for i := range t.recvs {
 		m, err := t.method.NewReceiver(i, opts)
 		if err != nil {
-			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s recv setup: %v", ErrMethod, t.info.Name, err)}
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s recv setup: %w", ErrMethod, t.info.Name, err)}
 		}
 		t.recvs[i] = m
 	}
@@ -492,7 +492,7 @@ func (t *transfer) readControl() error {
 		case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
 			return &ChannelError{Channel: -1, Err: err}
 		case err != nil:
-			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 		}
 		buf = body
 		t.r.ctlBytes.Add(uint64(5 + len(body)))
@@ -507,7 +507,7 @@ func (t *transfer) readControl() error {
 					if t.ctx.Err() != nil {
 						return nil
 					}
-					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrBadControl, err)}
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrBadControl, err)}
 				}
 			}
 		case wire.MsgZero:
@@ -532,7 +532,7 @@ func (t *transfer) readControl() error {
 			t.gotEnd = true
 			return nil
 		case wire.MsgError:
-			return &RemoteError{Side: "sender", Msg: string(body)}
+			return remoteError("sender", body)
 		default:
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unexpected message %#x from the sender", ErrBadControl, typ)}
 		}
@@ -643,7 +643,7 @@ func (t *transfer) fail(err error) {
 		// Tell the sender first, then cancel, so that Receive's cleanup
 		// cannot close the control channel under this message.
 		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
-		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("receiver: "+err.Error()))
+		wire.WriteMessage(ctl, wire.MsgError, errorMessage("receiver", err))
 	}
 	t.cancel(err)
 	// When the sender hung up on us, keep the control channel readable

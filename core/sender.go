@@ -237,10 +237,10 @@ func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) erro
 	var magic [4]byte
 	be.PutUint32(magic[:], wire.ControlMagic)
 	if _, err := ctl.Write(magic[:]); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 	}
 	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 	}
 	typ, body, err := wire.ReadMessage(ctl, nil)
 	switch {
@@ -249,7 +249,7 @@ func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) erro
 	case err != nil:
 		return &ChannelError{Channel: -1, Err: err}
 	case typ == wire.MsgError:
-		return &RemoteError{Side: "receiver", Msg: string(body)}
+		return remoteError("receiver", body)
 	case typ != wire.MsgAccept:
 		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: message %#x instead of accept", ErrBadControl, typ)}
 	}
@@ -273,12 +273,12 @@ func (s *Sender) openChannels(ctx context.Context, d channels.Dialer, deadline t
 		b, _ := init.AppendBinary(nil)
 		conn.SetWriteDeadline(deadline)
 		if _, err := conn.Write(b); err != nil {
-			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 		}
 		conn.SetWriteDeadline(time.Time{})
 		m, err := s.cfg.Method.NewSender(i, opts)
 		if err != nil {
-			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s send setup: %v", ErrMethod, s.info.Name, err)}
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s send setup: %w", ErrMethod, s.info.Name, err)}
 		}
 		c.m = m
 		c.inPlace, _ = m.(InPlaceSender)
@@ -313,7 +313,7 @@ func (s *Sender) SendRange(block string, off, n uint64) error {
 	}
 	for o := off; o < off+n; o += ps {
 		if err := s.add(b, o); err != nil {
-			return err
+			return s.why(err)
 		}
 	}
 	return nil
@@ -332,7 +332,7 @@ func (s *Sender) SendPages(block string, offsets []uint64) error {
 			return fmt.Errorf("send: offset %#x of block %q (%d bytes) is not page aligned or out of bounds", o, block, len(b.data))
 		}
 		if err := s.add(b, o); err != nil {
-			return err
+			return s.why(err)
 		}
 	}
 	return nil
@@ -343,7 +343,7 @@ func (s *Sender) block(name string) (*srcBlock, error) {
 		return nil, ErrClosed
 	}
 	if err := s.failure(); err != nil {
-		return nil, err
+		return nil, s.why(err)
 	}
 	b, ok := s.blocks[name]
 	if !ok {
@@ -428,7 +428,7 @@ func (s *Sender) Sync() error {
 	if s.closed {
 		return ErrClosed
 	}
-	return s.sync()
+	return s.why(s.sync())
 }
 
 // sync sends a SYNC on every channel and then the sync marker on the
@@ -473,18 +473,18 @@ func (s *Sender) SendDeviceState(idstr string, instance uint32, blob []byte) err
 		// QEMU's wire has no empty device-state packet ("received empty
 		// device state packet"): an empty blob goes on the control channel.
 		if err := s.failure(); err != nil {
-			return err
+			return s.why(err)
 		}
-		return s.control(wire.MsgDevice, wire.AppendDevice(nil, idstr, instance))
+		return s.why(s.control(wire.MsgDevice, wire.AppendDevice(nil, idstr, instance)))
 	case uint64(len(blob)) > 1<<32-1:
 		return fmt.Errorf("send device state: blob of %d bytes, at most 4 GiB", len(blob))
 	}
 	if err := s.failure(); err != nil {
-		return err
+		return s.why(err)
 	}
 	c, err := s.acquire()
 	if err != nil {
-		return err
+		return s.why(err)
 	}
 	p := c.pkt
 	p.kind = kindDeviceState
@@ -510,15 +510,7 @@ func (s *Sender) Close() (Stats, error) {
 	if err != nil {
 		s.fail(err)
 	}
-	if err := s.failure(); errors.Is(err, ErrPeerGone) && !isRemote(err) {
-		// The receiver hung up: give it errorGrace to say why.
-		t := time.NewTimer(2 * errorGrace)
-		select {
-		case <-s.ctlDone:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	s.why(s.failure())
 	s.closeConns()
 	if !s.stop() {
 		<-s.watch // the watcher fired: let it finish
@@ -604,6 +596,26 @@ func (s *Sender) dialect() Dialect {
 	return Dialect10
 }
 
+// why returns err, or, when err is the receiver hanging up, the
+// receiver's reason once it has come (the receiver tells it before it
+// closes; readControl picks it up within 2 x errorGrace). The calls a
+// user makes return the reason, not the broken connection noticed first.
+func (s *Sender) why(err error) error {
+	if err == nil || !errors.Is(err, ErrPeerGone) || isRemote(err) || s.ctlDone == nil {
+		return err
+	}
+	t := time.NewTimer(2 * errorGrace)
+	select {
+	case <-s.ctlDone:
+	case <-t.C:
+	}
+	t.Stop()
+	if f := s.failure(); isRemote(f) {
+		return f
+	}
+	return err
+}
+
 // Err returns the transfer's failure, or nil while it is healthy.
 func (s *Sender) Err() error { return s.failure() }
 
@@ -619,7 +631,7 @@ func (s *Sender) control(typ byte, body []byte) error {
 		if ferr := s.failure(); ferr != nil {
 			return ferr
 		}
-		err = &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)}
+		err = &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 		s.fail(err)
 		return s.failure()
 	}
@@ -637,9 +649,9 @@ func (s *Sender) readControl() {
 	case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
 		s.fail(&ChannelError{Channel: -1, Err: err})
 	case err != nil:
-		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: %v", ErrPeerGone, err)})
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)})
 	case typ == wire.MsgError:
-		s.fail(&RemoteError{Side: "receiver", Msg: string(body)})
+		s.fail(remoteError("receiver", body))
 	case typ == wire.MsgDone:
 		close(s.done)
 	default:
@@ -669,7 +681,7 @@ func (s *Sender) fail(err error) {
 		// control channel under this message.
 		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
 		s.ctlMu.Lock()
-		wire.WriteMessage(ctl, wire.MsgError, wire.ErrorText("sender: "+err.Error()))
+		wire.WriteMessage(ctl, wire.MsgError, errorMessage("sender", err))
 		s.ctlMu.Unlock()
 	}
 	s.cancel(err)
@@ -794,7 +806,7 @@ func (c *sendChan) send(p *sendPacket) error {
 	n, err := c.bufs.WriteTo(c.conn)
 	c.ctr.wire.Add(uint64(n))
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrPeerGone, err)
+		return fmt.Errorf("%w: %w", ErrPeerGone, err)
 	}
 	switch p.kind {
 	case kindSync:
@@ -874,7 +886,7 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 			out, err = c.m.Prepare(&c.sp, c.payload[:0])
 		}
 		if err != nil {
-			return fmt.Errorf("%w: %s prepare: %v", ErrMethod, s.info.Name, err)
+			return fmt.Errorf("%w: %s prepare: %w", ErrMethod, s.info.Name, err)
 		}
 		if max := sdk.MaxPayload(s.cfg.PacketPages, s.cfg.PageSize); len(out) > max {
 			return fmt.Errorf("%w: %s produced %d bytes for %d pages, at most %d", ErrMethod, s.info.Name, len(out), normal, max)
@@ -924,7 +936,7 @@ func (s *Sender) Flush() error {
 	if s.closed {
 		return ErrClosed
 	}
-	return s.written()
+	return s.why(s.written())
 }
 
 // written flushes the packet being filled and waits for every channel.
@@ -956,7 +968,7 @@ func (s *Sender) WriteMain(b []byte) error {
 	s.ctlMu.Unlock()
 	s.ctlBytes.Add(uint64(len(b)))
 	if err != nil {
-		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: main channel: %v", ErrPeerGone, err)})
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: main channel: %w", ErrPeerGone, err)})
 		return s.failure()
 	}
 	return nil

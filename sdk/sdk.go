@@ -80,6 +80,15 @@ type Receiver interface {
 // ErrCorrupt reports a payload that does not decode to the packet's pages.
 var ErrCorrupt = errors.New("corrupt payload")
 
+// ErrPlugin is what every plugin host's failure matches (wasm.ErrPlugin
+// and goplugin.ErrPlugin wrap it), so that an engine, and the far end of
+// a transfer, can tell a failed plugin without knowing how it was loaded.
+var ErrPlugin = errors.New("plugin failed")
+
+// ErrDeadline is what a plugin call that ran past its host's deadline
+// matches (wasm.ErrDeadline wraps it), besides [ErrPlugin].
+var ErrDeadline = errors.New("deadline exceeded")
+
 // MaxPayload is the largest payload the engine accepts for a packet of
 // pages pages of pageSize bytes: twice the raw size plus 64 KiB, room for
 // the worst expansion of any sane codec on incompressible data.

@@ -50,12 +50,13 @@ const (
 	DefaultCallTimeout = 10 * time.Second
 )
 
-// ErrPlugin reports a plugin that failed or broke the ABI.
-var ErrPlugin = errors.New("wasm plugin failed")
+// ErrPlugin reports a plugin that failed or broke the ABI. It wraps
+// [sdk.ErrPlugin].
+var ErrPlugin = fmt.Errorf("wasm %w", sdk.ErrPlugin)
 
 // ErrDeadline reports a call that ran past Config.CallTimeout; it comes
-// wrapped together with [ErrPlugin].
-var ErrDeadline = errors.New("call deadline exceeded")
+// wrapped together with [ErrPlugin]. It wraps [sdk.ErrDeadline].
+var ErrDeadline = fmt.Errorf("call %w", sdk.ErrDeadline)
 
 // Tier says how a module's calls are bounded in time.
 type Tier string
@@ -141,7 +142,7 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	}
 	mods, err := importModules(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
 	tier := TierFast
 	if slices.Contains(mods, wasi_snapshot_preview1.ModuleName) {
@@ -188,7 +189,7 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	start := time.Now()
 	compiled, err := m.rt.CompileModule(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
 	m.compile = time.Since(start)
 	m.compiled = compiled
@@ -232,7 +233,7 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	}
 	m.info = sdk.Info{Flag: binary.LittleEndian.Uint32(raw), Raw: raw[4] == 1, Name: string(raw[6:])}
 	if err := m.info.Check(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
 	ok = true
 	return m, nil

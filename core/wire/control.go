@@ -34,7 +34,7 @@ const (
 	MsgHello  = 1    // sender -> receiver: the transfer's parameters
 	MsgSync   = 2    // sender -> receiver: every channel wrote SYNC n
 	MsgEnd    = 3    // sender -> receiver: nothing more will be sent
-	MsgError  = 4    // either way: the transfer failed, text says why
+	MsgError  = 4    // either way: the transfer failed, text says why (and codes, see AppendError)
 	MsgZero   = 5    // sender -> receiver: zero pages (QEMU 7.2 dialect)
 	MsgDevice = 6    // sender -> receiver: an empty device-state blob
 	MsgAccept = 0x81 // receiver -> sender: hello accepted
@@ -287,6 +287,41 @@ func ErrorText(s string) []byte {
 		s = s[:maxErrorText]
 	}
 	return []byte(s)
+}
+
+// MaxErrorCodes bounds the codes an error message carries.
+const MaxErrorCodes = 16
+
+// AppendError appends an ERROR message body to b: the text (clipped to
+// 4 KiB, NUL bytes replaced by spaces), then, when there are codes, a
+// NUL byte and one byte per code (at most [MaxErrorCodes]). A peer that
+// predates the codes reads the whole body as text; one that knows them
+// finds them after the last NUL.
+func AppendError(b []byte, text string, codes []byte) []byte {
+	start := len(b)
+	b = append(b, ErrorText(text)...)
+	for i := start; i < len(b); i++ {
+		if b[i] == 0 {
+			b[i] = ' '
+		}
+	}
+	if len(codes) == 0 {
+		return b
+	}
+	b = append(b, 0)
+	return append(b, codes[:min(len(codes), MaxErrorCodes)]...)
+}
+
+// ParseError splits an ERROR message body into its text and its codes
+// (nil from a peer that sends text only). It never fails: the body is
+// the peer's word, and any bytes are a valid text.
+func ParseError(body []byte) (text string, codes []byte) {
+	for i := len(body) - 1; i >= 0 && len(body)-1-i <= MaxErrorCodes; i-- {
+		if body[i] == 0 {
+			return string(body[:i]), body[i+1:]
+		}
+	}
+	return string(body), nil
 }
 
 type reader struct {
