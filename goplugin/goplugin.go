@@ -43,12 +43,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pagewire/pagewire/internal/gpproto"
 	"github.com/pagewire/pagewire/sdk"
-	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
 )
 
 // ProtocolVersion is the plugin protocol this host speaks.
-const ProtocolVersion = sdkgp.ProtocolVersion
+const ProtocolVersion = gpproto.ProtocolVersion
 
 // Defaults of a [Config].
 const (
@@ -76,7 +76,7 @@ type Config struct {
 	CallTimeout time.Duration
 	// NoDataPlane sends every packet inside its gRPC message instead of
 	// through the data plane: a memory region shared with the plugin
-	// process and a socket per channel (Linux only; see sdk/goplugin).
+	// process and a socket per channel (Linux only; see the package doc).
 	NoDataPlane bool
 	// NoSharedMemory keeps the plugin from mapping the sender's memory
 	// (see [Method.ShareMemory]): every page is copied to it instead, and
@@ -90,7 +90,7 @@ type Method struct {
 	path    string
 	cfg     Config
 	client  *plugin.Client
-	conn    *sdkgp.Conn
+	conn    *gpproto.Conn
 	plane   *plane // nil: packets in the messages
 	shares  shares
 	info    sdk.Info
@@ -148,13 +148,13 @@ func Load(path string, cfg Config) (*Method, error) {
 		} else {
 			m.plane = p
 			cmd.ExtraFiles = []*os.File{p.child} // descriptor 3
-			cmd.Env = append(os.Environ(), sdkgp.PlaneEnv+"=3")
+			cmd.Env = append(os.Environ(), gpproto.PlaneEnv+"=3")
 		}
 	}
 	start := time.Now()
 	m.client = plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdkgp.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: {sdkgp.PluginName: &sdkgp.Plugin{}}},
+		HandshakeConfig:  gpproto.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: {gpproto.PluginName: &gpproto.Plugin{}}},
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -165,8 +165,8 @@ func Load(path string, cfg Config) (*Method, error) {
 		SyncStdout:       out,
 		SyncStderr:       out,
 		GRPCDialOptions: []grpc.DialOption{
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdkgp.MaxMessage), grpc.MaxCallSendMsgSize(sdkgp.MaxMessage)),
-			grpc.WithInitialWindowSize(sdkgp.Window), grpc.WithInitialConnWindowSize(sdkgp.Window),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(gpproto.MaxMessage), grpc.MaxCallSendMsgSize(gpproto.MaxMessage)),
+			grpc.WithInitialWindowSize(gpproto.Window), grpc.WithInitialConnWindowSize(gpproto.Window),
 			grpc.WithWriteBufferSize(256 << 10), grpc.WithReadBufferSize(256 << 10),
 		},
 	})
@@ -192,11 +192,11 @@ func Load(path string, cfg Config) (*Method, error) {
 		}
 		return nil, fmt.Errorf("%w: %s: not a pagewire go-plugin of protocol v%d, or it failed to start: %v", ErrPlugin, name, ProtocolVersion, err)
 	}
-	raw, err := rpc.Dispense(sdkgp.PluginName)
+	raw, err := rpc.Dispense(gpproto.PluginName)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
 	}
-	conn, ok2 := raw.(*sdkgp.Conn)
+	conn, ok2 := raw.(*gpproto.Conn)
 	if !ok2 {
 		return nil, fmt.Errorf("%w: %s: dispensed %T", ErrPlugin, name, raw)
 	}
@@ -316,7 +316,7 @@ func (m *Method) open(role, ch int, o sdk.Options) (*channel, error) {
 	if m.plane != nil {
 		m.plane.mu.Lock() // the plugin takes the offers in order
 		defer m.plane.mu.Unlock()
-		dp, tok, err := m.plane.open(sdkgp.PlaneHalf(o.PacketPages, o.PageSize), role == sdkgp.RoleSend)
+		dp, tok, err := m.plane.open(gpproto.PlaneHalf(o.PacketPages, o.PageSize), role == gpproto.RoleSend)
 		if err != nil {
 			m.cfg.Log.Debug("no data plane: packets travel in the messages", "plugin", m.name, "channel", ch, "err", err)
 		} else {
@@ -351,7 +351,7 @@ func OnDataPlane(s any) bool {
 
 // NewSender implements [sdk.Method]: channel ch's sender in the plugin.
 func (m *Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
-	c, err := m.open(sdkgp.RoleSend, ch, o)
+	c, err := m.open(gpproto.RoleSend, ch, o)
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +360,7 @@ func (m *Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
 
 // NewReceiver implements [sdk.Method]: channel ch's receiver in the plugin.
 func (m *Method) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
-	c, err := m.open(sdkgp.RoleRecv, ch, o)
+	c, err := m.open(gpproto.RoleRecv, ch, o)
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pagewire/pagewire/goplugin"
+	"github.com/pagewire/pagewire/internal/gpproto"
 	"github.com/pagewire/pagewire/plugins/nocomp"
-	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
 )
 
 // bins are the go-plugin binaries built for the tests, by method; wasms
@@ -78,12 +78,12 @@ func TestMain(m *testing.M) {
 func helperMain(mode string) {
 	switch mode {
 	case "plugin-v2": // a pagewire plugin that speaks only protocol v2
-		hs := sdkgp.Handshake
+		hs := gpproto.Handshake
 		hs.ProtocolVersion = 2
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig:  hs,
-			VersionedPlugins: map[int]plugin.PluginSet{2: {sdkgp.PluginName: &sdkgp.Plugin{Method: nocomp.New()}}},
-			GRPCServer:       sdkgp.NewGRPCServer,
+			VersionedPlugins: map[int]plugin.PluginSet{2: {gpproto.PluginName: &gpproto.Plugin{Method: nocomp.New()}}},
+			GRPCServer:       gpproto.NewGRPCServer,
 		})
 		os.Exit(0)
 	case "not-plugin":

@@ -15,15 +15,15 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"golang.org/x/sys/unix"
 
+	"github.com/pagewire/pagewire/internal/gpproto"
 	"github.com/pagewire/pagewire/sdk"
-	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
 )
 
 // fakePlane returns channel ch of m on a data plane whose plugin end,
 // peer, the test plays; both are closed when t ends.
 func fakePlane(t *testing.T, m *Method, ch int) (c *channel, peer *net.UnixConn) {
 	t.Helper()
-	reg, err := newRegion(sdkgp.PlaneHalf(128, 4096), false)
+	reg, err := newRegion(gpproto.PlaneHalf(128, 4096), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +32,8 @@ func fakePlane(t *testing.T, m *Method, ch int) (c *channel, peer *net.UnixConn)
 		reg.free()
 		t.Fatal(err)
 	}
-	peer = sdkgp.UnixConn(fds[1])
-	c = &channel{m: m, ch: ch, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: sdkgp.UnixConn(fds[0])}}
+	peer = gpproto.UnixConn(fds[1])
+	c = &channel{m: m, ch: ch, max: sdk.MaxPayload(128, 4096), dp: &dataPlane{reg: reg, conn: gpproto.UnixConn(fds[0])}}
 	t.Cleanup(func() {
 		peer.Close()
 		c.dp.close()
@@ -45,7 +45,7 @@ func fakePlane(t *testing.T, m *Method, ch int) (c *channel, peer *net.UnixConn)
 // channel's data plane; the test plays a lying plugin on the socket.
 func TestPlaneHostile(t *testing.T) {
 	resp := func(code uint32, n uint64, text string) []byte {
-		b := make([]byte, sdkgp.PlaneResponseSize, sdkgp.PlaneResponseSize+len(text))
+		b := make([]byte, gpproto.PlaneResponseSize, gpproto.PlaneResponseSize+len(text))
 		binary.LittleEndian.PutUint32(b, code)
 		binary.LittleEndian.PutUint64(b[8:], n)
 		return append(b, text...)
@@ -62,8 +62,8 @@ func TestPlaneHostile(t *testing.T) {
 		{"huge length", resp(0, 1<<63, ""), ErrPlugin, "at most", false},
 		{"short response", []byte{1, 2, 3}, ErrPlugin, "response of 3 bytes", true},
 		{"unknown code", resp(9, 0, ""), ErrPlugin, "response code 9", true},
-		{"corrupt", resp(sdkgp.PlaneCorrupt, 0, "bad frame"), sdk.ErrCorrupt, "liar, channel 2: bad frame", false},
-		{"failed", resp(sdkgp.PlaneFailed, 0, "out of luck"), ErrPlugin, "prepare: out of luck", false},
+		{"corrupt", resp(gpproto.PlaneCorrupt, 0, "bad frame"), sdk.ErrCorrupt, "liar, channel 2: bad frame", false},
+		{"failed", resp(gpproto.PlaneFailed, 0, "out of luck"), ErrPlugin, "prepare: out of luck", false},
 		{"no answer", []byte{}, ErrPlugin, "no answer within 200ms", true},
 		{"hang up", nil, ErrPlugin, "connection to the plugin lost", true},
 	}
@@ -147,7 +147,7 @@ func TestShareRefused(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		req := make([]byte, sdkgp.PlaneRequestSize+1)
+		req := make([]byte, gpproto.PlaneRequestSize+1)
 		for {
 			n, err := peer.Read(req)
 			if err != nil {
@@ -155,9 +155,9 @@ func TestShareRefused(t *testing.T) {
 			}
 			op := binary.LittleEndian.Uint32(req)
 			ops <- op
-			resp := make([]byte, sdkgp.PlaneResponseSize)
-			if n != sdkgp.PlaneRequestSize {
-				binary.LittleEndian.PutUint32(resp, sdkgp.PlaneFailed)
+			resp := make([]byte, gpproto.PlaneResponseSize)
+			if n != gpproto.PlaneRequestSize {
+				binary.LittleEndian.PutUint32(resp, gpproto.PlaneFailed)
 				resp = append(resp, "data plane: request of 25 bytes"...)
 			} else {
 				copy(reg.out(), reg.in()[:4096])
@@ -180,7 +180,7 @@ func TestShareRefused(t *testing.T) {
 	for op := range ops {
 		got = append(got, op)
 	}
-	if want := []uint32{sdkgp.PlaneMap, sdkgp.PlanePrepare, sdkgp.PlanePrepare}; !slices.Equal(got, want) {
+	if want := []uint32{gpproto.PlaneMap, gpproto.PlanePrepare, gpproto.PlanePrepare}; !slices.Equal(got, want) {
 		t.Errorf("requests %v, want %v", got, want)
 	}
 	if PacketsByOffset(m) != 0 {

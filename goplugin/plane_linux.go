@@ -13,11 +13,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pagewire/pagewire/internal/gpproto"
 	"github.com/pagewire/pagewire/sdk"
-	sdkgp "github.com/pagewire/pagewire/sdk/goplugin"
 )
 
-// plane is the host's end of a plugin's data plane (see sdk/goplugin): a
+// plane is the host's end of a plugin's data plane (see internal/gpproto): a
 // SOCK_SEQPACKET socket the plugin inherits, on which every Open first
 // sends the channel's region and socket.
 type plane struct {
@@ -32,7 +32,7 @@ func newPlane() (*plane, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctl := sdkgp.UnixConn(fds[0])
+	ctl := gpproto.UnixConn(fds[0])
 	if ctl == nil {
 		unix.Close(fds[1])
 		return nil, errors.New("data plane: no unix socket")
@@ -61,7 +61,7 @@ func (p *plane) offer(reg *region) (uint64, *net.UnixConn, error) {
 		return 0, nil, err
 	}
 	defer unix.Close(fds[1])
-	conn := sdkgp.UnixConn(fds[0])
+	conn := gpproto.UnixConn(fds[0])
 	if conn == nil {
 		return 0, nil, errors.New("data plane: no unix socket")
 	}
@@ -147,8 +147,8 @@ func (r *region) free() {
 type dataPlane struct {
 	reg  *region
 	conn *net.UnixConn
-	req  [sdkgp.PlaneRequestSize]byte
-	resp [sdkgp.PlaneResponseSize + sdkgp.PlaneMaxText + 1]byte
+	req  [gpproto.PlaneRequestSize]byte
+	resp [gpproto.PlaneResponseSize + gpproto.PlaneMaxText + 1]byte
 }
 
 // open creates a channel's data plane and offers it (p.mu held).
@@ -175,11 +175,11 @@ func (d *dataPlane) close() {
 // length, unchecked.
 func (c *channel) call(op uint32, npages int, seq uint64, plen int) (uint64, error) {
 	d, name := c.dp, "prepare"
-	if op == sdkgp.PlaneRecv {
+	if op == gpproto.PlaneRecv {
 		name = "recv"
 	}
 	d.conn.SetDeadline(time.Now().Add(c.m.cfg.CallTimeout))
-	sdkgp.PutPlaneRequest(d.req[:], op, npages, seq, plen)
+	gpproto.PutPlaneRequest(d.req[:], op, npages, seq, plen)
 	if _, err := d.conn.Write(d.req[:]); err != nil {
 		return 0, c.planeFail(name, err)
 	}
@@ -188,9 +188,9 @@ func (c *channel) call(op uint32, npages int, seq uint64, plen int) (uint64, err
 		return 0, err
 	}
 	switch code {
-	case sdkgp.PlaneCorrupt:
+	case gpproto.PlaneCorrupt:
 		return 0, fmt.Errorf("%w: %s, channel %d: %s", sdk.ErrCorrupt, c.m.name, c.ch, text)
-	case sdkgp.PlaneFailed:
+	case gpproto.PlaneFailed:
 		return 0, fmt.Errorf("%w: %s, channel %d: %s: %s", ErrPlugin, c.m.name, c.ch, name, text)
 	}
 	return n, nil
@@ -204,7 +204,7 @@ func (c *channel) answer(op string) (code uint32, n uint64, text string, err err
 	if err != nil {
 		return 0, 0, "", c.planeFail(op, err)
 	}
-	code, n, text, err = sdkgp.PlaneResponse(d.resp[:k])
+	code, n, text, err = gpproto.PlaneResponse(d.resp[:k])
 	if err != nil {
 		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %v", ErrPlugin, c.m.name, c.ch, op, err)
 		return 0, 0, "", c.dead
@@ -340,12 +340,12 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 			return false, nil
 		}
 	}
-	if len(c.mapped) >= sdkgp.PlaneMaxMaps {
+	if len(c.mapped) >= gpproto.PlaneMaxMaps {
 		return false, nil
 	}
 	d := c.dp
-	var req [sdkgp.PlaneMapSize]byte
-	sdkgp.PutPlaneMap(req[:], sh.id, sh.size, sh.off)
+	var req [gpproto.PlaneMapSize]byte
+	gpproto.PutPlaneMap(req[:], sh.id, sh.size, sh.off)
 	d.conn.SetDeadline(time.Now().Add(c.m.cfg.CallTimeout))
 	rc, err := sh.file.SyscallConn()
 	if err != nil {
@@ -366,7 +366,7 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if code != sdkgp.PlaneOK {
+	if code != gpproto.PlaneOK {
 		c.m.cfg.Log.Debug("the plugin did not map shared memory: pages are copied", "plugin", c.m.name, "channel", c.ch, "err", text)
 		c.mapped = append(c.mapped, ^sh.id)
 		return false, nil
@@ -383,7 +383,7 @@ func (c *channel) mapShared(sh *shared) (bool, error) {
 // the channel as they are.
 func (c *channel) prepareOnPlane(p *sdk.Packet) ([]byte, error) {
 	in, off := c.dp.reg.in(), 0
-	op, arg := uint32(sdkgp.PlanePrepare), 0
+	op, arg := uint32(gpproto.PlanePrepare), 0
 	sh := c.m.sharedFor(p)
 	if sh != nil {
 		ok, err := c.mapShared(sh)
@@ -395,7 +395,7 @@ func (c *channel) prepareOnPlane(p *sdk.Packet) ([]byte, error) {
 		}
 	}
 	if sh != nil && len(p.Pages)*8 <= len(in) {
-		op, arg = sdkgp.PlanePrepareShared, int(sh.id)
+		op, arg = gpproto.PlanePrepareShared, int(sh.id)
 		c.m.byOffset.Add(1)
 		for i, pg := range p.Pages {
 			binary.LittleEndian.PutUint64(in[i*8:], uint64(uintptr(unsafe.Pointer(unsafe.SliceData(pg)))-sh.base))
@@ -440,7 +440,7 @@ func (c *channel) recvOnPlane(p *sdk.Packet, payload []byte) error {
 	if in := c.dp.reg.in(); len(payload) > 0 && &payload[0] != &in[0] { // not read in place (recvBuffer)
 		copy(in, payload)
 	}
-	if _, err := c.call(sdkgp.PlaneRecv, len(p.Pages), p.Seq, len(payload)); err != nil {
+	if _, err := c.call(gpproto.PlaneRecv, len(p.Pages), p.Seq, len(payload)); err != nil {
 		return err
 	}
 	for _, pg := range p.Pages {

@@ -12,25 +12,16 @@
 // stays standard-library only and a wasip1 build never pulls in gRPC.)
 //
 // The host (package github.com/pagewire/pagewire/goplugin) starts the
-// binary, checks the handshake cookie and negotiates [ProtocolVersion],
-// sets up mTLS (go-plugin's AutoMTLS). Every Open creates one Sender or
-// Receiver inside the plugin process, so a channel's stream state lives
-// there for the whole transfer; calls on one channel are sequential.
-// On Linux a packet's bytes then bypass gRPC: the host shares a memory
-// region with each channel (a sealed memfd) and makes each call one
-// request and one response on a socket of the channel's own, both passed
-// to the plugin over a socket it inherits (the data plane, see msg in
-// protocol.go and plane.go). A sender whose memory is a memfd sealed
-// against writing and shrinking (as a VMM's guest RAM can be) goes
-// further: the host passes the plugin a read-only descriptor of it, the
-// plugin maps it once per channel, and a packet's pages then travel as
-// their offsets, not copied (PlaneMap, PlanePrepareShared). Without the data plane, one
-// RPC per packet carries the bytes. The messages are hand-written (no
-// protobuf): see msg in protocol.go. Errors cross as gRPC status codes,
-// [sdk.ErrCorrupt] as codes.DataLoss.
+// binary, checks the handshake cookie and negotiates the protocol
+// version, sets up mTLS (go-plugin's AutoMTLS). Every channel of a
+// transfer gets one Sender or Receiver inside the plugin process, so a
+// channel's stream state lives there for the whole transfer; calls on
+// one channel are sequential. On Linux a packet's bytes bypass gRPC
+// through memory shared with the host. A [sdk.ErrCorrupt] from the
+// method reaches the host as [sdk.ErrCorrupt]. The protocol between the
+// two processes is the host's business, not the method's: it lives in
+// an internal package (internal/gpproto) that both sides import.
 //
 // The plugin's log/slog output reaches the host's log. The process exits
 // when the host kills it, and on its own when the host process is gone.
-// This package also holds the pieces both sides share: [Handshake],
-// [Plugin] and the host's client stub [Conn].
 package goplugin

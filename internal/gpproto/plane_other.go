@@ -1,6 +1,6 @@
 //go:build !linux
 
-package goplugin
+package gpproto
 
 import "errors"
 

@@ -1,4 +1,4 @@
-package goplugin
+package gpproto
 
 import (
 	"context"
@@ -239,7 +239,7 @@ var serviceDesc = grpc.ServiceDesc{
 		handler("Recv", func(s server, ctx context.Context, in *msg) (*msg, error) { return s.recv(ctx, in) }),
 		handler("Close", func(s server, ctx context.Context, in *msg) (*msg, error) { return s.close(ctx, in) }),
 	},
-	Metadata: "sdk/goplugin/protocol.go",
+	Metadata: "internal/gpproto/protocol.go",
 }
 
 // Plugin is the go-plugin plugin of a method, for both sides: a plugin

@@ -1,4 +1,4 @@
-package goplugin
+package gpproto
 
 import (
 	"encoding/binary"
