@@ -4,10 +4,12 @@
 // and every stream is a [net.Conn]: Close unblocks pending reads and
 // writes, and deadlines bound them.
 //
-// Addresses are written "tcp:HOST:PORT", "unix:PATH" and "vmbus:PATH" (VMBus
-// channels over shared memory, package channels/vmbus: the receiver offers
-// them on the unix socket PATH). Nothing here starts goroutines that
-// outlive a call, except a vmbus Listener's (see package channels/vmbus).
+// Addresses are written "tcp:HOST:PORT" and "unix:PATH", and in the
+// notation of every [Scheme] a program links: importing package
+// channels/vmbus adds "vmbus:PATH" (VMBus channels over shared memory: the
+// receiver offers them on the unix socket PATH). Nothing here starts
+// goroutines that outlive a call, except a scheme's listener may (see
+// package channels/vmbus).
 package channels
 
 import (
@@ -16,10 +18,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
-
-	"github.com/pagewire/pagewire/channels/vmbus"
 )
 
 // Dialer opens streams to one receiver.
@@ -30,21 +31,85 @@ type Dialer interface {
 // ErrAddress reports an address pagewire cannot parse.
 var ErrAddress = errors.New("bad address")
 
-// Parse splits "tcp:HOST:PORT", "unix:PATH" or "vmbus:PATH" into a
-// network and address (for tcp and unix, as package net takes them).
+// Scheme is a transport other than tcp: and unix:, which its package
+// registers (see [Register]) when a program imports it.
+type Scheme struct {
+	// Listen listens at address, the part of the address after "NAME:".
+	Listen func(address string) (net.Listener, error)
+	// Dial returns a Dialer for address.
+	Dial func(address string) Dialer
+	// Socket, when not empty, is the unix socket type (net.Dial's
+	// network) that Listen listens on at the path address: Listen then
+	// removes a stale socket file first, as for unix: addresses.
+	Socket string
+}
+
+var (
+	schemesMu sync.RWMutex
+	schemes   = map[string]Scheme{}
+)
+
+// Register adds the scheme name ("vmbus"), for addresses "name:ADDRESS".
+// It panics if name is tcp, unix or already registered: a package calls
+// it once, from init.
+func Register(name string, s Scheme) {
+	schemesMu.Lock()
+	defer schemesMu.Unlock()
+	if _, dup := schemes[name]; dup || name == "tcp" || name == "unix" || name == "" {
+		panic("channels: Register of scheme " + name + " twice")
+	}
+	schemes[name] = s
+}
+
+func scheme(name string) (Scheme, bool) {
+	schemesMu.RLock()
+	defer schemesMu.RUnlock()
+	s, ok := schemes[name]
+	return s, ok
+}
+
+// Schemes lists the address schemes this program knows: tcp, unix and
+// the registered ones, sorted.
+func Schemes() []string {
+	schemesMu.RLock()
+	defer schemesMu.RUnlock()
+	names := []string{"tcp", "unix"}
+	for n := range schemes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// forms lists the address forms this program takes, for errors.
+func forms() string {
+	f := []string{"tcp:HOST:PORT", "unix:PATH"}
+	for _, n := range Schemes() {
+		if n != "tcp" && n != "unix" {
+			f = append(f, n+":PATH")
+		}
+	}
+	return strings.Join(f[:len(f)-1], ", ") + " or " + f[len(f)-1]
+}
+
+// Parse splits "tcp:HOST:PORT", "unix:PATH" or an address of a registered
+// scheme ("vmbus:PATH") into a network and address (for tcp and unix, as
+// package net takes them).
 func Parse(addr string) (network, address string, err error) {
 	network, address, ok := strings.Cut(addr, ":")
 	if !ok || address == "" {
-		return "", "", fmt.Errorf("%w %q: want tcp:HOST:PORT, unix:PATH or vmbus:PATH", ErrAddress, addr)
+		return "", "", fmt.Errorf("%w %q: want %s", ErrAddress, addr, forms())
 	}
 	switch network {
 	case "tcp":
 		if _, _, err := net.SplitHostPort(address); err != nil {
 			return "", "", fmt.Errorf("%w %q: %w", ErrAddress, addr, err)
 		}
-	case "unix", "vmbus":
+	case "unix":
 	default:
-		return "", "", fmt.Errorf("%w %q: unknown transport %q, want tcp, unix or vmbus", ErrAddress, addr, network)
+		if _, ok := scheme(network); !ok {
+			return "", "", fmt.Errorf("%w %q: unknown transport %q, want one of %s", ErrAddress, addr, network, strings.Join(Schemes(), ", "))
+		}
 	}
 	return network, address, nil
 }
@@ -56,8 +121,12 @@ func Listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if network == "unix" || network == "vmbus" {
-		sock := map[string]string{"unix": "unix", "vmbus": "unixpacket"}[network]
+	sc, custom := scheme(network)
+	sock := sc.Socket
+	if network == "unix" {
+		sock = "unix"
+	}
+	if sock != "" {
 		if fi, err := os.Lstat(address); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			if c, err := net.Dial(sock, address); err == nil {
 				c.Close()
@@ -66,8 +135,8 @@ func Listen(addr string) (net.Listener, error) {
 			os.Remove(address)
 		}
 	}
-	if network == "vmbus" {
-		return vmbus.Listen(address, vmbus.Config{})
+	if custom {
+		return sc.Listen(address)
 	}
 	return net.Listen(network, address)
 }
@@ -83,8 +152,8 @@ func NewDialer(addr string) (Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if network == "vmbus" {
-		return vmbus.NewDialer(address, vmbus.Config{}), nil
+	if sc, ok := scheme(network); ok {
+		return sc.Dial(address), nil
 	}
 	return netDialer{network, address}, nil
 }

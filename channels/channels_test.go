@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/channels"
+	_ "github.com/pagewire/pagewire/channels/vmbus" // vmbus: addresses
 )
 
 func TestParse(t *testing.T) {

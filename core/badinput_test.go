@@ -17,6 +17,7 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/core/wire"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/plugins/nocomp"
 	"github.com/pagewire/pagewire/sdk"
 )
@@ -1073,6 +1074,6 @@ func TestReceiverNoticesSenderGone(t *testing.T) {
 }
 
 func zstdMethod() sdk.Method {
-	m, _ := core.Methods.Lookup("zstd")
+	m, _ := builtin.Methods().Lookup("zstd")
 	return m
 }

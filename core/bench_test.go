@@ -14,6 +14,7 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/corpus"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -98,8 +99,8 @@ func BenchmarkTransferMethods(b *testing.B) {
 		b.Fatal(err)
 	}
 	dst := bytes.Clone(img)
-	for _, name := range core.Methods.Names() {
-		m, _ := core.Methods.Lookup(name)
+	for _, name := range builtin.Methods().Names() {
+		m, _ := builtin.Methods().Lookup(name)
 		for _, n := range []int{1, 2, 4} {
 			b.Run(fmt.Sprintf("%s/%s/ch=%d", images[0].Name, name, n), func(b *testing.B) {
 				b.SetBytes(int64(len(img)))

@@ -37,16 +37,17 @@ type SenderConfig struct {
 	HandshakeTimeout time.Duration
 }
 
-// ReceiverConfig configures a [Receiver]. The zero value accepts any
-// method of [Methods], any channel count, and allocates destination
-// memory for the blocks the sender announces.
+// ReceiverConfig configures a [Receiver]. The zero value accepts nocomp
+// only (give it Methods, such as package plugins/builtin's, for more),
+// any channel count, and allocates destination memory for the blocks the
+// sender announces.
 type ReceiverConfig struct {
 	// Channels, when not 0, is the channel count the sender must use.
 	Channels int
 	// Method, when not nil, is the method the sender must use; otherwise
 	// the sender's method is looked up in Methods.
 	Method  sdk.Method
-	Methods *Registry // nil is [Methods]
+	Methods *Registry // nil has [Nocomp] only
 	Level   int
 	UUID    [16]byte // must match the sender's
 	// Memory, when not nil, is the destination: the sender's blocks must
@@ -94,7 +95,7 @@ func (c *SenderConfig) withDefaults() (SenderConfig, error) {
 		cfg.PacketPages = DefaultPacketPages
 	}
 	if cfg.Method == nil {
-		cfg.Method, _ = Methods.Lookup("nocomp")
+		cfg.Method = Nocomp()
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -115,7 +116,7 @@ func (c *SenderConfig) withDefaults() (SenderConfig, error) {
 func (c *ReceiverConfig) withDefaults() ReceiverConfig {
 	cfg := *c
 	if cfg.Methods == nil {
-		cfg.Methods = Methods
+		cfg.Methods = NewRegistry(Nocomp())
 	}
 	if cfg.Alloc == nil {
 		cfg.Alloc = Alloc

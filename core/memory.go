@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -96,23 +95,6 @@ func zeroed(m Memory) bool {
 	return ok && z.Zeroed()
 }
 
-// adviseHuge asks the kernel for transparent huge pages under the 2 MiB
-// aligned interior of b: a receiver then takes one page fault per 2 MiB
-// instead of one per 4 KiB, which otherwise costs more than the transfer
-// itself on fresh memory. A hint only; errors are ignored.
-func adviseHuge(b []byte) {
-	const huge = 2 << 20
-	if len(b) < 2*huge {
-		return
-	}
-	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	skip := int((huge - start%huge) % huge)
-	n := (len(b) - skip) &^ (huge - 1)
-	if n > 0 {
-		unix.Madvise(b[skip:skip+n], unix.MADV_HUGEPAGE)
-	}
-}
-
 const maxInt = int(^uint(0) >> 1)
 
 // Image is a [Memory] of one block mapped from a file. Close unmaps it;
@@ -138,7 +120,7 @@ func OpenImage(path, name string) (*Image, error) {
 		f.Close()
 		return nil, err
 	}
-	return mapImage(f, name, fi.Size(), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	return mapImage(f, name, fi.Size(), unix.PROT_READ, unix.MAP_SHARED|mapPopulate)
 }
 
 // ReadImage reads r to its end into anonymous shared memory (a memfd)
@@ -147,20 +129,19 @@ func OpenImage(path, name string) (*Image, error) {
 // still map (see [Block]). The memfd is sealed against writing, shrinking
 // and growing, so nobody who is given it can change it.
 func ReadImage(r io.Reader, name string) (*Image, error) {
-	fd, err := unix.MemfdCreate("pagewire-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	f, err := anonFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("memfd: %w", err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "memfd:"+name)
 	size, err := io.Copy(f, r)
 	if err == nil {
-		_, err = unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL)
+		err = seal(f)
 	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return mapImage(f, name, size, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	return mapImage(f, name, size, unix.PROT_READ, unix.MAP_SHARED|mapPopulate)
 }
 
 // CreateImage creates (or truncates) the file at path, sizes it to size

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/plugins/builtin"
 )
 
 // TestMethodsRoundTrip sends a real guest image with every built-in method
@@ -25,8 +26,8 @@ func TestMethodsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := bytes.Clone(img)
-	for _, name := range core.Methods.Names() {
-		m, _ := core.Methods.Lookup(name)
+	for _, name := range builtin.Methods().Names() {
+		m, _ := builtin.Methods().Lookup(name)
 		for _, n := range []int{1, 4} {
 			t.Run(fmt.Sprintf("%s/%d", name, n), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -75,8 +76,8 @@ func TestMethodsRoundTrip(t *testing.T) {
 // TestMethodMismatchAtHandshake: a receiver that expects one method
 // refuses a sender of another before any page moves, on both ends.
 func TestMethodMismatchAtHandshake(t *testing.T) {
-	lz4, _ := core.Methods.Lookup("lz4")
-	zstd, _ := core.Methods.Lookup("zstd")
+	lz4, _ := builtin.Methods().Lookup("lz4")
+	zstd, _ := builtin.Methods().Lookup("zstd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ln, d := tcpTransport(t)

@@ -96,7 +96,7 @@ func (q *QEMUReceiver) MainTail() []byte {
 // NewQEMUReceiver returns a receiver for one QEMU migration.
 func NewQEMUReceiver(cfg QEMUConfig) *QEMUReceiver {
 	if cfg.Method == nil {
-		cfg.Method, _ = Methods.Lookup("nocomp")
+		cfg.Method = Nocomp()
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 10 * time.Second

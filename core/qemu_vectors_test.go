@@ -10,6 +10,7 @@ import (
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/qemuvectors"
+	"github.com/pagewire/pagewire/plugins/builtin"
 )
 
 // TestQEMU72Vectors rebuilds pc.ram from every migration captured from a
@@ -59,7 +60,7 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.Q
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := core.Methods.Lookup(c.Method)
+	m, err := builtin.Methods().Lookup(c.Method)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/plugins/builtin"
 )
 
 // transport is one way to connect the two ends.
@@ -64,7 +65,11 @@ type result struct {
 }
 
 // receive runs a receiver on ln in the background.
+// Without Methods it accepts every built-in method.
 func receive(ctx context.Context, ln net.Listener, cfg core.ReceiverConfig) <-chan result {
+	if cfg.Methods == nil {
+		cfg.Methods = builtin.Methods()
+	}
 	ch := make(chan result, 1)
 	r := core.NewReceiver(cfg)
 	go func() {

@@ -10,10 +10,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core/wire"
 	"github.com/pagewire/pagewire/sdk"
 )
+
+// Dialer opens a connection to the receiver: a [Sender] dials its
+// control channel and every multifd channel with it. Package channels has
+// dialers for tcp:, unix: and vmbus: addresses, with and without TLS.
+type Dialer interface {
+	Dial(ctx context.Context) (net.Conn, error)
+}
 
 // Sender is the sending end of a transfer. Create it with [NewSender],
 // queue pages with SendPages or SendBlock, order them with Sync, and
@@ -109,7 +115,7 @@ type sendChan struct {
 // NewSender opens a transfer of mem's blocks: it connects the control
 // channel, has the receiver accept the parameters, then connects the
 // multifd channels. Cancelling ctx fails the transfer at any time.
-func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
+func NewSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
 	return newSender(ctx, d, mem, cfg, false)
 }
 
@@ -122,14 +128,14 @@ func NewSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 // The caller writes the main stream with WriteMain, and must place a
 // Sync (a SYNC on every channel) before each sync marker of it; Close
 // sends no SYNC of its own and closes every channel, the main one last.
-func NewQEMUSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
+func NewQEMUSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
 	if cfg.Dialect == "" {
 		return nil, fmt.Errorf("qemu sender: the destination's dialect (%s or %s) is required", Dialect72, Dialect10)
 	}
 	return newSender(ctx, d, mem, cfg, true)
 }
 
-func newSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderConfig, qemu bool) (*Sender, error) {
+func newSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig, qemu bool) (*Sender, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -216,7 +222,7 @@ func newSender(ctx context.Context, d channels.Dialer, mem Memory, cfg SenderCon
 
 // open connects the control channel, exchanges hello and accept, and
 // connects the multifd channels.
-func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) error {
+func (s *Sender) open(ctx context.Context, d Dialer, hello []byte) error {
 	deadline, _ := ctx.Deadline()
 	stop := context.AfterFunc(ctx, func() { s.closeConns() })
 	defer stop()
@@ -258,7 +264,7 @@ func (s *Sender) open(ctx context.Context, d channels.Dialer, hello []byte) erro
 }
 
 // openChannels connects the multifd channels and sends their handshakes.
-func (s *Sender) openChannels(ctx context.Context, d channels.Dialer, deadline time.Time) error {
+func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time) error {
 	opts := methodOptions(s.cfg.Level, s.cfg.PageSize, s.cfg.PacketPages)
 	for i := range s.cfg.Channels {
 		conn, err := d.Dial(ctx)

@@ -9,6 +9,7 @@ import (
 	"github.com/pagewire/pagewire/internal/corpus"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/internal/xfer"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -40,7 +41,7 @@ func BenchmarkGoPluginVsBuiltin(b *testing.B) {
 	dst := make([]byte, len(img))
 	for _, name := range []string{"zstd", "lz4"} {
 		gp := load(b, name, goplugin.Config{})
-		bi, err := core.Methods.Lookup(name)
+		bi, err := builtin.Methods().Lookup(name)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/internal/xfer"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -34,7 +35,7 @@ func TestSharedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im.Close()
-	bi, err := core.Methods.Lookup("zstd")
+	bi, err := builtin.Methods().Lookup("zstd")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func BenchmarkWasmVsBuiltin(b *testing.B) {
 	}{{"nocomp", false}, {"lz4", false}, {"zstd", false}, {"zlib", false}, {"lz4", true}, {"zstd", true}} {
 		name := c.name
 		w := load(b, name, wasm.Config{Trusted: c.trusted})
-		bi := builtin(b, name)
+		bi := builtinMethod(b, name)
 		label := name
 		if c.trusted {
 			label += "/trusted"
@@ -108,7 +108,7 @@ type tier struct {
 // default, and trusted) and as the C-built module (fast tier).
 func tiers(b *testing.B, codec string) []tier {
 	return []tier{
-		{"builtin", builtin(b, codec)},
+		{"builtin", builtinMethod(b, codec)},
 		{"go-wasm", load(b, codec, wasm.Config{})},
 		{"go-wasm-trusted", load(b, codec, wasm.Config{Trusted: true})},
 		{"c-wasm", load(b, codec+"-c", wasm.Config{})},

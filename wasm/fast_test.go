@@ -42,7 +42,7 @@ func TestTier(t *testing.T) {
 			if in.WASI || !slices.Equal(in.Imports, []string{"pagewire.check"}) {
 				t.Errorf("%s imports %v", c.name, in.Imports)
 			}
-			if want := builtin(t, strings.TrimSuffix(c.name, "-c")).Info(); m.Info() != want {
+			if want := builtinMethod(t, strings.TrimSuffix(c.name, "-c")).Info(); m.Info() != want {
 				t.Errorf("%s: info %+v, want %+v", c.name, m.Info(), want)
 			}
 		}
@@ -80,7 +80,7 @@ func TestZstdCFrames(t *testing.T) {
 		t.Error("a Wasm sender is not a core.InPlaceSender")
 	}
 	var rcvs []sdk.Receiver
-	for _, m := range []sdk.Method{builtin(t, "zstd"), c} {
+	for _, m := range []sdk.Method{builtinMethod(t, "zstd"), c} {
 		r, err := m.NewReceiver(0, o)
 		if err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/examples/wasm-go/rle"
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
@@ -97,8 +98,8 @@ func load(t testing.TB, name string, cfg wasm.Config) *wasm.Module {
 	return m
 }
 
-func builtin(t testing.TB, name string) sdk.Method {
-	m, err := core.Methods.Lookup(name)
+func builtinMethod(t testing.TB, name string) sdk.Method {
+	m, err := builtin.Methods().Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func builtin(t testing.TB, name string) sdk.Method {
 func TestInspect(t *testing.T) {
 	for _, name := range []string{"nocomp", "zlib", "zstd", "lz4"} {
 		m := load(t, name, wasm.Config{})
-		want := builtin(t, name).Info()
+		want := builtinMethod(t, name).Info()
 		if got := m.Info(); got != want {
 			t.Errorf("%s: info %+v, want %+v", name, got, want)
 		}
@@ -154,7 +155,7 @@ func TestInterop(t *testing.T) {
 	o := sdk.Options{PageSize: 4096, PacketPages: 128}
 	for _, name := range []string{"nocomp", "zlib", "zstd", "lz4"} {
 		w := load(t, name, wasm.Config{})
-		b := builtin(t, name)
+		b := builtinMethod(t, name)
 		for _, dir := range []struct {
 			label  string
 			s, r   sdk.Method
@@ -209,7 +210,7 @@ func TestEngineTransfer(t *testing.T) {
 	var pairs [][2]sdk.Method
 	for _, c := range [][2]string{{"zstd", "zstd"}, {"zstd-c", "zstd"}, {"lz4-c", "lz4"}} {
 		w := load(t, c[0], wasm.Config{})
-		b := builtin(t, c[1])
+		b := builtinMethod(t, c[1])
 		pairs = append(pairs, [2]sdk.Method{w, b}, [2]sdk.Method{b, w})
 	}
 	for _, pair := range pairs {

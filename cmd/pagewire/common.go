@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,58 +16,29 @@ import (
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
+	"github.com/pagewire/pagewire/plugin"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/wasm"
 )
 
-// isWasm reports whether the file at path is meant as a Wasm module: its
-// name ends in .wasm or it starts with the Wasm magic.
-func isWasm(path string) (bool, error) {
-	if strings.HasSuffix(path, ".wasm") {
-		return true, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var magic [4]byte
-	n, _ := io.ReadFull(f, magic[:])
-	return n == 4 && string(magic[:]) == "\x00asm", nil
-}
-
-// loadPlugin loads a Wasm module with the Wasm host and anything else as
-// a go-plugin executable; closer releases it. pinSHA (hex) pins a
-// go-plugin binary's sha256; noShare keeps a go-plugin from mapping the
-// sender's memory.
+// loadPlugin opens a Wasm module or a go-plugin executable (see package
+// plugin); closer releases it. pinSHA (hex) pins the file's sha256;
+// noShare keeps a go-plugin from mapping the sender's memory.
 func loadPlugin(ctx context.Context, path, pinFlag, pinSHA string, noShare bool, wcfg wasm.Config) (sdk.Method, func(), error) {
-	w, err := isWasm(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if w {
-		if pinSHA != "" {
-			return nil, nil, usageError{fmt.Errorf("%s: %s is a Wasm module; pinning is for go-plugin executables", pinFlag, path)}
-		}
-		m, err := wasm.Load(ctx, path, wcfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		return m, func() { m.Close(context.Background()) }, nil
-	}
-	cfg := goplugin.Config{NoSharedMemory: noShare}
+	cfg := plugin.Config{Wasm: wcfg, GoPlugin: goplugin.Config{NoSharedMemory: noShare}}
 	if pinSHA != "" {
-		sum, err := hex.DecodeString(pinSHA)
-		if err != nil || len(sum) != sha256.Size {
-			return nil, nil, usageError{fmt.Errorf("%s %q: want %d hex digits", pinFlag, pinSHA, 2*sha256.Size)}
+		sum, err := plugin.ParseSHA256(pinSHA)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("%s: %w", pinFlag, err)}
 		}
 		cfg.SHA256 = sum
 	}
-	m, err := goplugin.Load(path, cfg)
+	p, err := plugin.Open(ctx, path, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return m, func() { m.Close() }, nil
+	return p.Method, func() { p.Close() }, nil
 }
 
 // common holds the flags shared by send, recv and demo.
@@ -119,7 +88,7 @@ func (c *common) lookup() (sdk.Method, error) {
 		}
 		return c.loaded, nil
 	}
-	m, err := core.Methods.Lookup(c.method)
+	m, err := builtin.Methods().Lookup(c.method)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--method: %w", err)}
 	}

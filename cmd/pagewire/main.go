@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	_ "github.com/pagewire/pagewire/channels/vmbus" // vmbus: addresses
 )
 
 // usageError marks errors in how the command was called (exit code 2).

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 )
 
 func methodsCmd() *cobra.Command {
@@ -14,8 +14,8 @@ func methodsCmd() *cobra.Command {
 		Short: "List the compression methods built in",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, name := range core.Methods.Names() {
-				m, _ := core.Methods.Lookup(name)
+			for _, name := range builtin.Methods().Names() {
+				m, _ := builtin.Methods().Lookup(name)
 				fmt.Fprintf(cmd.OutOrStdout(), "%-8s flag %#04x\n", name, m.Info().Flag)
 			}
 			return nil

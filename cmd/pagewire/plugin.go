@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pagewire/pagewire/goplugin"
+	"github.com/pagewire/pagewire/plugin"
 	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
 )
@@ -28,9 +29,9 @@ func pluginInspectCmd() *cobra.Command {
 		Short: "Show a plugin's ABI or protocol version, method, wire flag, size and sha256 (Wasm: tier, imports, exports)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if w, err := isWasm(args[0]); err != nil {
+			if kind, err := plugin.Detect(args[0]); err != nil {
 				return err
-			} else if !w {
+			} else if kind == plugin.GoPlugin {
 				m, err := goplugin.Load(args[0], goplugin.Config{})
 				if err != nil {
 					return err

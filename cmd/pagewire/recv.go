@@ -10,6 +10,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 )
 
 func recvCmd() *cobra.Command {
@@ -35,7 +36,7 @@ otherwise the receiver follows the sender.`,
 			if listen == "" || out == "" {
 				return usageError{fmt.Errorf("recv: --listen ADDR and --out IMAGE are required")}
 			}
-			cfg := core.ReceiverConfig{Level: c.level, Timeout: c.timeout}
+			cfg := core.ReceiverConfig{Methods: builtin.Methods(), Level: c.level, Timeout: c.timeout}
 			if cmd.Flags().Changed("channels") {
 				if _, err := c.lookup(); err != nil {
 					return err

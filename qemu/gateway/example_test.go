@@ -7,6 +7,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/qemu/gateway"
 )
 
@@ -37,7 +38,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	zstd, _ := core.Methods.Lookup("zstd")
+	zstd, _ := builtin.Methods().Lookup("zstd")
 	in := &gateway.In{
 		Source:     gateway.SourceConfig{Channels: 2, UUID: m.uuid},
 		Link:       link,

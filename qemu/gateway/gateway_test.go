@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/qemu/gateway"
 )
 
@@ -16,7 +17,7 @@ const timeout = 30 * time.Second
 
 func method(t *testing.T, name string) core.SenderConfig {
 	t.Helper()
-	m, err := core.Methods.Lookup(name)
+	m, err := builtin.Methods().Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}

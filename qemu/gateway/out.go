@@ -13,14 +13,18 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 )
 
 // LinkConfig is what an [Out] accepts from the In on the link.
 type LinkConfig struct {
 	// Method, when not nil, is the method the In must use on the link;
-	// otherwise the In's method is looked up in [core.Methods].
+	// otherwise the In's method is looked up in Methods.
 	Method sdk.Method
+	// Methods are the methods the In may choose from when Method is nil;
+	// nil is package plugins/builtin's.
+	Methods *core.Registry
 	// Timeout bounds every single read from the link once the
 	// migration runs; 0 means no bound.
 	Timeout time.Duration
@@ -108,8 +112,12 @@ func (g *Out) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 		r.cfg.Channels = qemuChannels
 	}
 	r.fwd = newForwarder(ctx, r.qsp.Load)
+	methods := g.Link.Methods
+	if methods == nil {
+		methods = builtin.Methods()
+	}
 	rcv := core.NewReceiver(core.ReceiverConfig{
-		Method: g.Link.Method, Timeout: g.Link.Timeout, HandshakeTimeout: g.Link.HandshakeTimeout,
+		Method: g.Link.Method, Methods: methods, Timeout: g.Link.Timeout, HandshakeTimeout: g.Link.HandshakeTimeout,
 		MaxDeviceState: maxChunk,
 		Alloc:          r.alloc,
 		OnDeviceState: func(idstr string, instance uint32, blob []byte) error {

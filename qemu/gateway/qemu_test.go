@@ -11,6 +11,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/qemu/gateway"
 )
 
@@ -177,7 +178,7 @@ type destination struct {
 // startDestination listens for a migration of m with channels multifd
 // channels of method.
 func startDestination(ctx context.Context, m *migration, channelCount int, method string) (*destination, error) {
-	meth, err := core.Methods.Lookup(method)
+	meth, err := builtin.Methods().Lookup(method)
 	if err != nil {
 		return nil, err
 	}

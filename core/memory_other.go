@@ -1,0 +1,25 @@
+//go:build !linux
+
+package core
+
+import "os"
+
+// mapPopulate: prefaulting is a Linux mmap flag.
+const mapPopulate = 0
+
+// adviseHuge: transparent huge pages are Linux's.
+func adviseHuge([]byte) {}
+
+// anonFile is an unlinked temporary file: there are no memfds here. Only
+// Linux shares a sender's memory with a plugin process, so the file
+// needs no seals.
+func anonFile(name string) (*os.File, error) {
+	f, err := os.CreateTemp("", "pagewire-image-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	return f, nil
+}
+
+func seal(*os.File) error { return nil }
