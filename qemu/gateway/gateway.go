@@ -13,9 +13,8 @@ import (
 )
 
 // Dialer opens one connection to the far end of a leg per call: every
-// channel of a transfer is one Dial. A [channels.Dialer] is one.
-//
-// [channels.Dialer]: https://pkg.go.dev/github.com/pagewire/pagewire/channels#Dialer
+// channel of a transfer is one Dial. It is [core.Dialer]'s method set, so
+// package channels' dialers (TCP, unix, TLS, rate-limited) serve.
 type Dialer interface {
 	Dial(ctx context.Context) (net.Conn, error)
 }
