@@ -25,7 +25,7 @@ var ErrTLS = errors.New("tls")
 
 func (f TLSFiles) load() (tls.Certificate, *x509.CertPool, error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return tls.Certificate{}, nil, fmt.Errorf("%w: need a certificate, its key and a CA (--tls-cert, --tls-key, --tls-ca), or --insecure", ErrTLS)
+		return tls.Certificate{}, nil, fmt.Errorf("%w: need a certificate, its key and a CA (TLSFiles Cert, Key and CA)", ErrTLS)
 	}
 	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {

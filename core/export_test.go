@@ -1,23 +1,13 @@
 package core
 
+import "github.com/pagewire/pagewire/internal/engine"
+
 // SetSentHook makes f see every RAM packet a Sender writes; the returned
 // func removes it. Tests using it must not run in parallel.
 func SetSentHook(f func(ch int, offsets []uint64)) (restore func()) {
-	testHookSent = f
-	return func() { testHookSent = nil }
+	return engine.SetSentHook(f)
 }
 
 // ParkedAtSync reports how many channels of r's running transfer wait at
 // the SYNC barrier.
-func ParkedAtSync(r *Receiver) int {
-	r.mu.Lock()
-	chans := r.chans
-	r.mu.Unlock()
-	if len(chans) == 0 || chans[0] == nil {
-		return 0
-	}
-	b := &chans[0].t.bar
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.arrived
-}
+func ParkedAtSync(r *Receiver) int { return engine.ParkedAtSync(r.r) }

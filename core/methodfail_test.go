@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/internal/methodtest"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -120,37 +120,6 @@ func TestMethodFailure(t *testing.T) {
 	}
 }
 
-// tracked wraps a method: it counts the receiving ends set up and still
-// open, and fails the setup of channel failCh's (-1: none).
-type tracked struct {
-	sdk.Method
-	failCh        int
-	created, open atomic.Int32
-}
-
-func (m *tracked) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
-	if ch == m.failCh {
-		return nil, errors.New("no room for another")
-	}
-	r, err := m.Method.NewReceiver(ch, o)
-	if err != nil {
-		return nil, err
-	}
-	m.created.Add(1)
-	m.open.Add(1)
-	return &trackedRecv{r, m}, nil
-}
-
-type trackedRecv struct {
-	sdk.Receiver
-	m *tracked
-}
-
-func (r *trackedRecv) Close() error {
-	r.m.open.Add(-1) // a second Close shows as a negative count
-	return r.Receiver.Close()
-}
-
 // TestReceiverSetup: the receiver sets up the method for every channel
 // before it accepts the transfer, so a setup failure reaches the sender
 // when it opens the transfer, naming the channel; every receiving end it
@@ -164,7 +133,7 @@ func TestReceiverSetup(t *testing.T) {
 		t.Run(fmt.Sprint("fail channel ", failCh), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			m := &tracked{Method: flaky{}, failCh: failCh}
+			m := &methodtest.Tracked{Method: flaky{}, FailCh: failCh}
 			ln, d := tcpTransport(t)
 			rc := receive(ctx, ln, core.ReceiverConfig{Method: m})
 			s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 3, Method: m})
@@ -172,7 +141,7 @@ func TestReceiverSetup(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if n := m.created.Load(); n != 3 {
+				if n := m.Created.Load(); n != 3 {
 					t.Errorf("%d receiving ends set up when the transfer was accepted, want 3", n)
 				}
 				s.SendBlock("pc.ram")
@@ -194,7 +163,7 @@ func TestReceiverSetup(t *testing.T) {
 					t.Errorf("receiver: %v, want a ChannelError of channel 1 wrapping ErrMethod: %q", res.err, want)
 				}
 			}
-			if n := m.open.Load(); n != 0 {
+			if n := m.Open.Load(); n != 0 {
 				t.Errorf("%d receiving ends left open", n)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/internal/qemuvectors"
+	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/sdk/plugintest"
 	"github.com/pagewire/pagewire/wasm"
@@ -167,7 +168,7 @@ func replayVector(c qemuvectors.Case, m sdk.Method) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: m})
+	q := qemu.NewReceiver(qemu.Config{Channels: c.Channels, Method: m})
 	done := make(chan error, 1)
 	var mem core.Memory
 	go func() {

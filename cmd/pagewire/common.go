@@ -68,7 +68,7 @@ func (c *common) register(cmd *cobra.Command) {
 	f.DurationVar(&c.timeout, "timeout", 0, "fail when a single read or write stalls this long (0: never)")
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
-	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a go-plugin --plugin whose sha256 is not HEX")
+	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a --plugin (Wasm module or go-plugin executable) whose sha256 is not HEX")
 	f.BoolVar(&c.noShare, "plugin-no-share", false, "copy every page to a go-plugin --plugin instead of letting it map the sender's memory read-only (it then sees only the pages it compresses)")
 	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a WASI --plugin without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs (modules without WASI never have them: sdk/ABI.md, Tiers)")
 	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, modules without WASI too: stoppable anywhere, 2.5-5x slower")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
-	"github.com/pagewire/pagewire/plugins/builtin"
+	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/qemu/gateway"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/wasm"
@@ -18,11 +18,11 @@ import (
 
 // qemuMethod looks up a QEMU multifd-compression name.
 func qemuMethod(flag, name string) (sdk.Method, error) {
-	m, err := builtin.Methods().Lookup(name)
+	m, err := qemu.Methods().Lookup(name)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s %s: %w", flag, name, err)}
 	}
-	if gateway.QEMUMethod(m) != nil {
+	if qemu.CheckMethod(m) != nil {
 		return nil, usageError{fmt.Errorf("%s %s: QEMU's methods are none, zlib and zstd", flag, name)}
 	}
 	return m, nil
@@ -35,7 +35,7 @@ func qemuPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk
 	if err != nil {
 		return nil, nil, err
 	}
-	if info := m.Info(); !gateway.QEMUCompressed(info.Flag) {
+	if info := m.Info(); !qemu.Compressed(info.Flag) {
 		closer()
 		return nil, nil, usageError{fmt.Errorf("--qemu-plugin %s: method %s (flag %#x) is not QEMU's zlib (0x2) or zstd (0x4)", path, info.Name, info.Flag)}
 	}
@@ -214,7 +214,7 @@ destination sees its connections close before the end of the stream.`,
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
 	cmd.Flags().StringVar(&qplugin, "qemu-plugin", "", "compress toward the destination with the plugin FILE, a Wasm module or go-plugin executable of QEMU's zlib or zstd (then --qemu-method, if given, must name the same)")
-	cmd.Flags().StringVar(&qpin, "qemu-plugin-sha256", "", "refuse to run a go-plugin --qemu-plugin whose sha256 is not HEX (--plugin-trusted and --plugin-strict apply to a Wasm --qemu-plugin too)")
+	cmd.Flags().StringVar(&qpin, "qemu-plugin-sha256", "", "refuse to run a --qemu-plugin whose sha256 is not HEX (--plugin-trusted and --plugin-strict apply to a Wasm --qemu-plugin too)")
 	cmd.Flags().IntVar(&qlevel, "qemu-level", 0, "compression level toward the destination (0: QEMU's default)")
 	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the gateway-in's channels")
 	return cmd

@@ -248,7 +248,7 @@ func TestGatewayOutQEMUPlugin(t *testing.T) {
 	}{
 		{[]string{"--qemu-plugin", lz4}, "method lz4 (flag 0x3c) is not QEMU's zlib (0x2) or zstd (0x4)"},
 		{[]string{"--qemu-plugin", zstd, "--qemu-method", "zlib"}, "runs zstd, but --qemu-method is zlib"},
-		{[]string{"--qemu-plugin", zstd, "--qemu-plugin-sha256", "ab"}, "--qemu-plugin-sha256: " + zstd + " is a Wasm module"},
+		{[]string{"--qemu-plugin", zstd, "--qemu-plugin-sha256", "ab"}, `--qemu-plugin-sha256: sha256 "ab": want 64 hex digits`},
 		{[]string{"--qemu-plugin-sha256", "ab"}, "--qemu-plugin-sha256 pins a --qemu-plugin; there is none"},
 	} {
 		p := start(t, append(base, c.args...)...)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/qemu"
 )
 
 func qemuCmd() *cobra.Command {
@@ -76,7 +77,7 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 			if err != nil {
 				return usageError{fmt.Errorf("--dialect: %w", err)}
 			}
-			return runQEMURecv(cmd.Context(), &c, listen, out, core.QEMUConfig{Channels: c.channels, Method: m, Dialect: d, Timeout: c.timeout})
+			return runQEMURecv(cmd.Context(), &c, listen, out, qemu.Config{Channels: c.channels, Method: m, Dialect: d, Timeout: c.timeout})
 		},
 	}
 	c.register(cmd)
@@ -88,7 +89,7 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 	return cmd
 }
 
-func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg core.QEMUConfig) (err error) {
+func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg qemu.Config) (err error) {
 	var (
 		mu     sync.Mutex
 		images []*core.Image
@@ -150,7 +151,7 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg core.QE
 	}
 	fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
 	fmt.Fprintf(os.Stderr, "expecting a QEMU migration with %d multifd channels, compression %s\n", cfg.Channels, cfg.Method.Info().Name)
-	q := core.NewQEMUReceiver(cfg)
+	q := qemu.NewReceiver(cfg)
 	pctx, cancel := context.WithCancel(ctx)
 	wait := c.showProgress(pctx, "qemu", total.Load, func() core.Stats { return q.Stats().Stats })
 	_, err = q.Receive(ctx, ln)

@@ -7,12 +7,12 @@
 //
 // An [In] is what the source QEMU migrates to: it accepts the main
 // channel and the multifd channels like a QEMU destination
-// ([core.QEMUReceiver]), keeps a copy of guest RAM, and forwards the
+// ([qemu.Receiver]), keeps a copy of guest RAM, and forwards the
 // migration to an [Out] on a [core.Sender] (the link: its own channel
 // count and method, any transport a [Dialer] opens). The Out receives the
 // link with a [core.Receiver] into its own copy of RAM and re-emits the
 // migration to the destination QEMU as a QEMU source would
-// ([core.NewQEMUSender]): the main stream byte for byte, the pages on the
+// ([qemu.NewSender]): the main stream byte for byte, the pages on the
 // destination's channel count and method. Pages stream through as they
 // land; neither gateway waits for a whole pass.
 //

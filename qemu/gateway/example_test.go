@@ -12,9 +12,9 @@ import (
 )
 
 // Example runs a gateway pair in process: a source QEMU (played by
-// core.NewQEMUSender) migrates to an In, which forwards over a zstd
+// qemu.NewSender) migrates to an In, which forwards over a zstd
 // link on 127.0.0.1 to an Out, which feeds a destination QEMU (played
-// by a core.QEMUReceiver).
+// by a qemu.Receiver).
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

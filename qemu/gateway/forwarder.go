@@ -5,8 +5,6 @@ import (
 	"errors"
 	"sync"
 	"time"
-
-	"github.com/pagewire/pagewire/core"
 )
 
 // forwarder hands pages that landed (OnPages, from any channel goroutine)
@@ -19,7 +17,27 @@ type forwarder struct {
 	free  sync.Pool // *[]uint64
 	done  chan struct{}
 	err   error // the first SendPages error; read after drain
-	to    func() *core.Sender
+	to    func() sender
+}
+
+// sender is a leg the forwarder queues pages on: a *core.Sender (the
+// link) or a *qemu.Sender (the destination).
+type sender interface {
+	SendPages(block string, offsets []uint64) error
+	Fail(err error)
+	Done() <-chan struct{}
+	Err() error
+}
+
+// legOf is p as a sender, nil when p is nil.
+func legOf[T any, P interface {
+	*T
+	sender
+}](p P) sender {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 type fwdItem struct {
@@ -35,7 +53,7 @@ var errNoSender = errors.New("pages before the first sync point")
 // that no longer reads before failing that leg.
 const stopPatience = 5 * time.Second
 
-func newForwarder(ctx context.Context, to func() *core.Sender) *forwarder {
+func newForwarder(ctx context.Context, to func() sender) *forwarder {
 	f := &forwarder{ctx: ctx, items: make(chan fwdItem, 256), done: make(chan struct{}), to: to}
 	go f.run()
 	return f
@@ -92,7 +110,7 @@ func (f *forwarder) drain() error {
 // stop ends the goroutine; no pages may come after. A goroutine stuck
 // on a leg that no longer reads is unblocked by failing that leg (s,
 // when not nil) after stopPatience.
-func (f *forwarder) stop(s *core.Sender, why error) {
+func (f *forwarder) stop(s sender, why error) {
 	close(f.items)
 	t := time.NewTimer(stopPatience)
 	defer t.Stop()

@@ -3,13 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 
 	"github.com/pagewire/pagewire/core"
-	"github.com/pagewire/pagewire/sdk"
 )
 
 // Dialer opens one connection to the far end of a leg per call: every
@@ -52,28 +50,6 @@ func legError(leg Leg, err error) *LegError {
 	return &LegError{Leg: leg, Err: err}
 }
 
-// ErrNotQEMUMethod reports a compression method QEMU's multifd does not
-// have.
-var ErrNotQEMUMethod = errors.New("not one of QEMU's multifd methods none, zlib (0x2) and zstd (0x4)")
-
-// QEMUMethod returns nil when m can speak to a QEMU leg: nil (none),
-// or a method whose wire flag is QEMU's none (0), zlib (0x2) or zstd
-// (0x4). Otherwise it returns an error wrapping [ErrNotQEMUMethod].
-func QEMUMethod(m sdk.Method) error {
-	if m == nil {
-		return nil
-	}
-	info := m.Info()
-	if info.Flag != 0 && !QEMUCompressed(info.Flag) {
-		return fmt.Errorf("method %s (flag %#x): %w", info.Name, info.Flag, ErrNotQEMUMethod)
-	}
-	return nil
-}
-
-// QEMUCompressed reports whether flag is the wire flag of one of QEMU's
-// compressed multifd methods: zlib (0x2) or zstd (0x4).
-func QEMUCompressed(flag uint32) bool { return flag == 0x02 || flag == 0x04 }
-
 // The link protocol: what In sends Out besides the pages, as
 // device-state blobs (see the package documentation).
 const (
@@ -111,7 +87,7 @@ func (r *ramCopy) alloc(blocks []core.BlockInfo) (core.Memory, error) {
 
 // watch cancels ctx with a LegError of leg as soon as s fails; stop
 // ends the watch and returns once its goroutine has.
-func watch(s *core.Sender, cancel context.CancelCauseFunc, leg Leg) (stop func()) {
+func watch(s sender, cancel context.CancelCauseFunc, leg Leg) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {

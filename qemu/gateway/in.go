@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -20,7 +21,7 @@ type SourceConfig struct {
 	// Channels is the source's multifd-channels, 1..255; 0 is QEMU's
 	// default, 2.
 	Channels int
-	// Method is the source's multifd-compression (see [QEMUMethod]);
+	// Method is the source's multifd-compression (see [qemu.CheckMethod]);
 	// nil is none.
 	Method sdk.Method
 	// Dialect, when set, is the multifd dialect the source must speak;
@@ -88,7 +89,7 @@ func (g *In) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	if g.Link == nil {
 		return core.Stats{}, &LegError{LegLink, errors.New("no Dialer")}
 	}
-	if err := QEMUMethod(g.Source.Method); err != nil {
+	if err := qemu.CheckMethod(g.Source.Method); err != nil {
 		return core.Stats{}, &LegError{LegSource, err}
 	}
 	g.link.Store(nil)
@@ -97,12 +98,12 @@ func (g *In) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	r := &inRun{g: g, ctx: ctx, cancel: cancel, ramCopy: ramCopy{total: &g.ram}}
-	r.fwd = newForwarder(ctx, g.link.Load)
+	r.fwd = newForwarder(ctx, func() sender { return legOf(g.link.Load()) })
 	src := g.Source
 	if src.Channels == 0 {
 		src.Channels = qemuChannels
 	}
-	r.q = core.NewQEMUReceiver(core.QEMUConfig{
+	r.q = qemu.NewReceiver(qemu.Config{
 		Channels: src.Channels, Method: src.Method, Dialect: src.Dialect, UUID: src.UUID,
 		Timeout: src.Timeout, HandshakeTimeout: src.HandshakeTimeout,
 		Alloc: r.alloc, OnSync: r.sync, OnPages: r.fwd.pages,
@@ -117,7 +118,7 @@ type inRun struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	ramCopy
-	q         *core.QEMUReceiver
+	q         *qemu.Receiver
 	fwd       *forwarder   // pages to snd as they land
 	snd       *core.Sender // the link, from the first sync point on
 	stopWatch func()       // stops watching snd
@@ -166,7 +167,7 @@ func (r *inRun) finish(err error) (core.Stats, error) {
 	if ferr := r.fwd.drain(); err == nil && snd != nil && ferr != nil {
 		err = legError(LegLink, ferr)
 	}
-	r.fwd.stop(snd, err)
+	r.fwd.stop(legOf(snd), err)
 	if r.stopWatch != nil {
 		r.stopWatch()
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/plugins/builtin"
+	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -44,9 +45,9 @@ type Out struct {
 	// channel first, then every multifd channel (required).
 	Dest Dialer
 	// DestConfig configures the destination leg as for
-	// [core.NewQEMUSender]: Channels and Method must be the destination's
+	// [qemu.NewSender]: Channels and Method must be the destination's
 	// multifd-channels (0 is QEMU's default, 2) and multifd-compression
-	// (see [QEMUMethod]); Level and the timeouts apply. Its UUID and
+	// (see [qemu.CheckMethod]); Level and the timeouts apply. Its UUID and
 	// Dialect are ignored: they are the source's, from the In.
 	DestConfig core.SenderConfig
 
@@ -99,7 +100,7 @@ func (g *Out) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	if g.Dest == nil {
 		return core.Stats{}, &LegError{LegDestination, errors.New("no Dialer")}
 	}
-	if err := QEMUMethod(g.DestConfig.Method); err != nil {
+	if err := qemu.CheckMethod(g.DestConfig.Method); err != nil {
 		return core.Stats{}, &LegError{LegDestination, err}
 	}
 	g.link.Store(nil)
@@ -111,7 +112,7 @@ func (g *Out) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	if r.cfg.Channels == 0 {
 		r.cfg.Channels = qemuChannels
 	}
-	r.fwd = newForwarder(ctx, r.qsp.Load)
+	r.fwd = newForwarder(ctx, func() sender { return legOf(r.qsp.Load()) })
 	methods := g.Link.Methods
 	if methods == nil {
 		methods = builtin.Methods()
@@ -144,8 +145,8 @@ type outRun struct {
 	fwd *forwarder // pages to qs as they land
 
 	mu        sync.Mutex   // device-state blobs come from any link channel
-	qs        *core.Sender // the destination, from the hello on
-	qsp       atomic.Pointer[core.Sender]
+	qs        *qemu.Sender // the destination, from the hello on
+	qsp       atomic.Pointer[qemu.Sender]
 	stopWatch func()        // stops watching qs
 	markers   atomic.Uint64 // main-stream chunks written, each ending at a marker
 	early     []byte        // the first chunk, when it came before the hello
@@ -167,7 +168,7 @@ func (r *outRun) deviceState(idstr string, instance uint32, blob []byte) error {
 		}
 		cfg := r.cfg
 		cfg.UUID, cfg.Dialect = h.UUID, h.Dialect
-		qs, err := core.NewQEMUSender(r.ctx, r.g.Dest, r.mem, cfg)
+		qs, err := qemu.NewSender(r.ctx, r.g.Dest, r.mem, cfg)
 		if err != nil {
 			return &LegError{LegDestination, err}
 		}
@@ -240,7 +241,7 @@ func (r *outRun) finish(err error) error {
 	if ferr := r.fwd.drain(); err == nil && qs != nil && ferr != nil {
 		err = legError(LegDestination, ferr)
 	}
-	r.fwd.stop(qs, err)
+	r.fwd.stop(legOf(qs), err)
 	if r.stopWatch != nil {
 		r.stopWatch()
 	}

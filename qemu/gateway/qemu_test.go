@@ -12,6 +12,7 @@ import (
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/plugins/builtin"
+	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/qemu/gateway"
 )
 
@@ -52,7 +53,7 @@ func (w *stream) marker(d core.Dialect) *stream {
 	return w.u64(ramFlagEOS).u8(vmSectionFooter).u32(ramSectionID)
 }
 
-// migration is a QEMU source's migration, played by a core.NewQEMUSender:
+// migration is a QEMU source's migration, played by a qemu.NewSender:
 // the setup's sync point, then rounds in which pages of every block are
 // rewritten and sent by multifd, each ending at a sync point whose main
 // stream chunk also zeroes one page of pc.ram.
@@ -109,7 +110,7 @@ func zeroed(k int) uint64 { return uint64(k%4+4*(k+1)) * pageSize }
 // play migrates m as a QEMU source would to d (a gateway.In's listener).
 // after, when not nil, runs after round k's pages are synced.
 func (m *migration) play(ctx context.Context, d gateway.Dialer, after func(k int)) (err error) {
-	s, err := core.NewQEMUSender(ctx, d, m.mem, core.SenderConfig{Channels: 2, Dialect: m.dialect, UUID: m.uuid})
+	s, err := qemu.NewSender(ctx, d, m.mem, core.SenderConfig{Channels: 2, Dialect: m.dialect, UUID: m.uuid})
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func (m *migration) play(ctx context.Context, d gateway.Dialer, after func(k int
 	return err
 }
 
-// destination is a QEMU destination: a core.QEMUReceiver on 127.0.0.1.
+// destination is a QEMU destination: a qemu.Receiver on 127.0.0.1.
 type destination struct {
 	Dialer gateway.Dialer // for gateway.Out's Dest
 	main   bytes.Buffer
@@ -187,7 +188,7 @@ func startDestination(ctx context.Context, m *migration, channelCount int, metho
 		return nil, err
 	}
 	dst := &destination{Dialer: d, done: make(chan struct{})}
-	q := core.NewQEMUReceiver(core.QEMUConfig{
+	q := qemu.NewReceiver(qemu.Config{
 		Channels: channelCount, Method: meth, Dialect: m.dialect, UUID: m.uuid, Main: &dst.main,
 	})
 	go func() {

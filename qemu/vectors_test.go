@@ -1,4 +1,4 @@
-package core_test
+package qemu_test
 
 import (
 	"context"
@@ -9,20 +9,21 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/internal/methodtest"
 	"github.com/pagewire/pagewire/internal/qemuvectors"
-	"github.com/pagewire/pagewire/plugins/builtin"
+	"github.com/pagewire/pagewire/qemu"
 )
 
 // TestQEMU72Vectors rebuilds pc.ram from every migration captured from a
 // real QEMU 7.2 and checks every page against the source's final RAM.
 func TestQEMU72Vectors(t *testing.T) {
-	testVectors(t, "PAGEWIRE_QEMU_VECTORS", "qemu-7.2", core.Dialect72)
+	testVectors(t, "PAGEWIRE_QEMU_VECTORS", "qemu-7.2", qemu.Dialect72)
 }
 
 // TestQEMU10Vectors does the same for QEMU 10.0.13 captures: zero pages in
 // packets, MULTIFD_FLUSH sync points, SWITCHOVER_START.
 func TestQEMU10Vectors(t *testing.T) {
-	testVectors(t, "PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", core.Dialect10)
+	testVectors(t, "PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", qemu.Dialect10)
 }
 
 // TestQEMUDialectInsisted: a receiver told the dialect refuses a stream
@@ -30,11 +31,11 @@ func TestQEMU10Vectors(t *testing.T) {
 func TestQEMUDialectInsisted(t *testing.T) {
 	for _, c := range []struct {
 		env, set string
-		insist   core.Dialect
+		insist   qemu.Dialect
 		msg      string
 	}{
-		{"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", core.Dialect72, "RAM_SAVE_FLAG_MULTIFD_FLUSH: not the QEMU 7.2 dialect"},
-		{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2", core.Dialect10, "RAM_SAVE_FLAG_EOS before any MULTIFD_FLUSH: not the QEMU 10.0 dialect"},
+		{"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", qemu.Dialect72, "RAM_SAVE_FLAG_MULTIFD_FLUSH: not the QEMU 7.2 dialect"},
+		{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2", qemu.Dialect10, "RAM_SAVE_FLAG_EOS before any MULTIFD_FLUSH: not the QEMU 10.0 dialect"},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			dir, err := qemuvectors.Dir(c.env, c.set)
@@ -46,7 +47,7 @@ func TestQEMUDialectInsisted(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = replayCase(t, cases[0], c.insist)
-			if !errors.Is(err, core.ErrBadStream) || !strings.Contains(err.Error(), c.msg) {
+			if !errors.Is(err, qemu.ErrBadStream) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("%v, want ErrBadStream: %s", err, c.msg)
 			}
 		})
@@ -54,13 +55,13 @@ func TestQEMUDialectInsisted(t *testing.T) {
 }
 
 // replayCase runs a QEMUReceiver on loopback and replays the case into it.
-func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.QEMUReceiver, error) {
+func replayCase(t *testing.T, c qemuvectors.Case, dialect qemu.Dialect) (*qemu.Receiver, error) {
 	t.Helper()
 	streams, err := c.LoadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := builtin.Methods().Lookup(c.Method)
+	m, err := qemu.Methods().Lookup(c.Method)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +71,13 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.Q
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tm := &tracked{Method: m, failCh: -1}
+	tm := &methodtest.Tracked{Method: m, FailCh: -1}
 	defer func() {
-		if n := tm.open.Load(); n != 0 {
+		if n := tm.Open.Load(); n != 0 {
 			t.Errorf("%d receiving ends left open", n)
 		}
 	}()
-	q := core.NewQEMUReceiver(core.QEMUConfig{Channels: c.Channels, Method: tm, Dialect: dialect})
+	q := qemu.NewReceiver(qemu.Config{Channels: c.Channels, Method: tm, Dialect: dialect})
 	done := make(chan error, 1)
 	var mem core.Memory
 	go func() {
@@ -100,7 +101,7 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect core.Dialect) (*core.Q
 	return q, c.Check(ram)
 }
 
-func testVectors(t *testing.T, env, set string, want core.Dialect) {
+func testVectors(t *testing.T, env, set string, want qemu.Dialect) {
 	dir, err := qemuvectors.Dir(env, set)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package core
+package engine
 
 import (
 	"fmt"
@@ -47,7 +47,7 @@ type ReceiverConfig struct {
 	// Method, when not nil, is the method the sender must use; otherwise
 	// the sender's method is looked up in Methods.
 	Method  sdk.Method
-	Methods *Registry // nil has [Nocomp] only
+	Methods Methods // nil has [Nocomp] only
 	Level   int
 	UUID    [16]byte // must match the sender's
 	// Memory, when not nil, is the destination: the sender's blocks must
@@ -116,7 +116,7 @@ func (c *SenderConfig) withDefaults() (SenderConfig, error) {
 func (c *ReceiverConfig) withDefaults() ReceiverConfig {
 	cfg := *c
 	if cfg.Methods == nil {
-		cfg.Methods = NewRegistry(Nocomp())
+		cfg.Methods = onlyNocomp{}
 	}
 	if cfg.Alloc == nil {
 		cfg.Alloc = Alloc

@@ -1,0 +1,998 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Receiver is the receiving end of transfers. Create it with
+// [NewReceiver] and run one transfer per [Receiver.Receive] call.
+type Receiver struct {
+	cfg ReceiverConfig
+
+	ctlBytes atomic.Uint64 // control channel bytes after the hello
+	ctlZero  atomic.Uint64 // zero pages received on the control channel
+	ctlDevs  atomic.Uint64 // empty device-state blobs on the control channel
+
+	mu      sync.Mutex // guards the fields below for Stats
+	dialect Dialect
+	chans   []*recvChan
+	method  string
+	ps      int
+	start   time.Time
+	elapsed time.Duration
+}
+
+// NewReceiver returns a receiver with the given configuration.
+func NewReceiver(cfg ReceiverConfig) *Receiver {
+	return &Receiver{cfg: cfg.withDefaults()}
+}
+
+// transfer is the state of one Receive call.
+type transfer struct {
+	r      *Receiver
+	cfg    *ReceiverConfig
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	ln     net.Listener
+
+	mu    sync.Mutex // guards err, ctl, conns
+	err   error
+	ctl   net.Conn
+	conns []net.Conn
+
+	hello   wire.Hello
+	method  sdk.Method
+	info    sdk.Info
+	mem     Memory
+	blocks  map[string]*dstBlock
+	chans   []*recvChan
+	bar     barrier
+	ctlSync uint64
+	end     wire.End
+	gotEnd  bool
+
+	// qemu is set for a QEMU source: a main channel instead of the
+	// control channel, and QEMU 7.2's packet quirks.
+	qemu bool
+	main net.Conn
+
+	// onSync is the OnSync hook, and mainChunk (QEMU) what its Main is.
+	onSync    func(*SyncPoint) error
+	mainChunk func() []byte
+	onPages   func(block string, offs []uint64)
+	ctlLanded []uint64 // the control channel's zero pages, for onPages
+
+	// recvs are the method's receiving ends, one per channel, set up
+	// before the first channel connects (newReceivers).
+	recvs []sdk.Receiver
+}
+
+type recvChan struct {
+	id      int
+	t       *transfer
+	conn    net.Conn
+	m       sdk.Receiver
+	inPlace InPlaceReceiver // m, if it is one
+	seq     uint64
+	ctr     counters
+
+	hdr     []byte
+	rh      wire.RAM
+	payload []byte
+	blob    []byte
+	sp      sdk.Packet
+	mine    []bool   // per normal page of the packet: this channel claimed it
+	landed  []uint64 // pages this packet wrote, for OnPages
+	scratch []byte   // where pages another channel claimed are decoded
+}
+
+var errFinished = errors.New("transfer finished")
+
+type arrival struct {
+	conn net.Conn
+	ctl  bool
+	main bool // a QEMU main channel; its magic has been read
+	init wire.Init
+}
+
+// Receive runs one transfer: it accepts the control channel and the
+// multifd channels from ln (in any order), checks every handshake, applies
+// pages to the destination until the sender ends the transfer, and
+// confirms to the sender that every page landed. It returns the
+// destination memory. Receive closes ln once every channel is connected
+// or the transfer failed; it returns only after every goroutine it
+// started has returned and every connection is closed.
+func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
+	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
+	var wg sync.WaitGroup
+	defer t.closeReceivers() // after every goroutine has stopped
+	defer t.begin(ctx, &wg)()
+
+	if err := t.handshake(&wg); err != nil {
+		t.fail(err)
+		return nil, t.failure()
+	}
+	r.ctlBytes.Store(0)
+	r.ctlZero.Store(0)
+	r.ctlDevs.Store(0)
+	r.mu.Lock()
+	r.chans, r.method, r.ps, r.start, r.elapsed = t.chans, t.info.Name, t.hello.PageSize, time.Now(), 0
+	r.dialect = Dialect10
+	if t.hello.ZeroOnControl {
+		r.dialect = Dialect72
+	}
+	r.mu.Unlock()
+
+	for _, c := range t.chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.loop(); err != nil {
+				t.fail(err)
+			}
+		}()
+	}
+	var ctlWG sync.WaitGroup
+	ctlWG.Add(1)
+	go func() {
+		defer ctlWG.Done()
+		if err := t.readControl(); err != nil {
+			t.fail(err)
+		}
+	}()
+	ctlWG.Wait()
+	wg.Wait()
+	t.closeReceivers()
+	r.mu.Lock()
+	r.elapsed = time.Since(r.start)
+	r.mu.Unlock()
+	if err := t.failure(); err != nil {
+		return nil, err
+	}
+	if err := t.checkEnd(); err != nil {
+		t.fail(err)
+		return nil, err
+	}
+	t.ctl.SetWriteDeadline(time.Now().Add(time.Second))
+	if err := wire.WriteMessage(t.ctl, wire.MsgDone, nil); err != nil {
+		// Everything landed; only the sender's confirmation is lost.
+		return t.mem, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: confirming the end: %w", ErrPeerGone, err)}
+	}
+	return t.mem, nil
+}
+
+// begin ties the transfer to the caller's ctx. The returned func ends
+// it: it closes every connection, stops the transfer's goroutines (those
+// counted in wg) and waits for them.
+func (t *transfer) begin(ctx context.Context, wg *sync.WaitGroup) (end func()) {
+	t.ctx, t.cancel = context.WithCancelCause(context.Background())
+	watch := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(watch)
+		t.fail(context.Cause(ctx))
+	})
+	return func() {
+		t.closeConns()
+		t.cancel(errFinished)
+		wg.Wait()
+		if !stop() {
+			<-watch
+		}
+	}
+}
+
+// Stats returns the statistics of the running or last transfer. It may be
+// called from any goroutine.
+func (r *Receiver) Stats() Stats {
+	r.mu.Lock()
+	cs := make([]*counters, len(r.chans))
+	for i, c := range r.chans {
+		cs[i] = &c.ctr
+	}
+	el := r.elapsed
+	if el == 0 && !r.start.IsZero() {
+		el = time.Since(r.start)
+	}
+	method, ps, dialect := r.method, r.ps, r.dialect
+	r.mu.Unlock()
+	st := collect(method, ps, el, cs)
+	st.ControlBytes = r.ctlBytes.Load()
+	st.ZeroPages += r.ctlZero.Load()
+	st.DeviceStates += r.ctlDevs.Load()
+	st.Dialect = string(dialect)
+	return st
+}
+
+// handshake accepts connections until the control channel and every
+// multifd channel are there, within the handshake timeout.
+func (t *transfer) handshake(wg *sync.WaitGroup) error {
+	arrivals := make(chan arrival)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t.accept(wg, arrivals)
+	}()
+	defer t.ln.Close()
+	timer := time.NewTimer(t.cfg.HandshakeTimeout)
+	defer timer.Stop()
+
+	var pending []arrival
+	got := 0
+	for t.ctl == nil || got < t.hello.Channels {
+		select {
+		case a := <-arrivals:
+			if a.ctl {
+				if t.ctl != nil {
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a second control channel", ErrBadHandshake)}
+				}
+				t.mu.Lock()
+				t.ctl = a.conn
+				t.mu.Unlock()
+				if err := t.readHello(); err != nil {
+					return err
+				}
+			} else {
+				pending = append(pending, a)
+			}
+			if t.ctl == nil {
+				continue
+			}
+			for _, a := range pending {
+				if err := t.addChannel(a); err != nil {
+					return err
+				}
+				got++
+			}
+			pending = pending[:0]
+		case <-timer.C:
+			if t.ctl == nil {
+				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: no control channel within %v", ErrBadHandshake, t.cfg.HandshakeTimeout)}
+			}
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d of %d channels connected within %v", ErrBadHandshake, got, t.hello.Channels, t.cfg.HandshakeTimeout)}
+		case <-t.ctx.Done():
+			return t.failure()
+		}
+	}
+	return nil
+}
+
+// accept classifies each new connection by its first bytes.
+func (t *transfer) accept(wg *sync.WaitGroup, arrivals chan<- arrival) {
+	for {
+		conn, err := t.ln.Accept()
+		if err != nil {
+			if t.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				t.fail(fmt.Errorf("accept: %w", err))
+			}
+			return
+		}
+		t.mu.Lock()
+		if t.err != nil {
+			t.mu.Unlock()
+			conn.Close()
+			return
+		}
+		t.conns = append(t.conns, conn)
+		t.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := t.classify(conn)
+			if err != nil {
+				t.fail(err)
+				return
+			}
+			select {
+			case arrivals <- a:
+			case <-t.ctx.Done():
+			}
+		}()
+	}
+}
+
+func (t *transfer) classify(conn net.Conn) (arrival, error) {
+	conn.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	var b [wire.InitSize]byte
+	if _, err := io.ReadFull(conn, b[:4]); err != nil {
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %w", ErrBadHandshake, conn.RemoteAddr(), err)}
+	}
+	switch m := be.Uint32(b[:]); m {
+	case wire.ControlMagic:
+		if t.qemu {
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a pagewire transfer's control channel (PGWR), not a QEMU migration", ErrBadHandshake)}
+		}
+		conn.SetReadDeadline(time.Time{})
+		return arrival{conn: conn, ctl: true}, nil
+	case wire.Magic:
+		if _, err := io.ReadFull(conn, b[4:]); err != nil {
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: truncated channel handshake: %w", ErrBadHandshake, err)}
+		}
+		var init wire.Init
+		if err := init.UnmarshalBinary(b[:]); err != nil {
+			return arrival{}, &ChannelError{Channel: int(b[24]), Err: err}
+		}
+		conn.SetReadDeadline(time.Time{})
+		return arrival{conn: conn, init: init}, nil
+	case wire.QEMUFileMagic:
+		if t.qemu {
+			conn.SetReadDeadline(time.Time{})
+			return arrival{conn: conn, main: true}, nil
+		}
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a QEMU migration stream (QEVM), not a pagewire transfer", ErrBadHandshake)}
+	default:
+		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unknown magic %#08x from %v", ErrBadHandshake, m, conn.RemoteAddr())}
+	}
+}
+
+// readHello reads and checks the sender's parameters, sets up the
+// destination and the method, and answers accept or error.
+func (t *transfer) readHello() error {
+	t.ctl.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	typ, body, err := wire.ReadMessage(t.ctl, nil)
+	if err == nil && typ != wire.MsgHello {
+		err = fmt.Errorf("%w: message %#x instead of hello", ErrBadControl, typ)
+	}
+	if err == nil {
+		err = t.hello.UnmarshalBinary(body)
+	}
+	if err != nil {
+		return &ChannelError{Channel: -1, Err: err}
+	}
+	t.ctl.SetReadDeadline(time.Time{})
+	if err := t.setup(); err != nil {
+		return &ChannelError{Channel: -1, Err: err}
+	}
+	if err := t.newReceivers(); err != nil {
+		return err
+	}
+	t.ctl.SetWriteDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	if err := wire.WriteMessage(t.ctl, wire.MsgAccept, nil); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+	}
+	t.ctl.SetWriteDeadline(time.Time{})
+	return nil
+}
+
+func (t *transfer) setup() error {
+	h, cfg := &t.hello, t.cfg
+	if h.UUID != cfg.UUID {
+		return fmt.Errorf("%w: sender's uuid %x, want %x", ErrBadHandshake, h.UUID, cfg.UUID)
+	}
+	if cfg.Channels != 0 && h.Channels != cfg.Channels {
+		return fmt.Errorf("%w: sender uses %d channels, receiver expects %d", ErrBadHandshake, h.Channels, cfg.Channels)
+	}
+	if cfg.Method != nil {
+		info := cfg.Method.Info()
+		if h.Method != info.Name || h.MethodFlag != info.Flag {
+			return fmt.Errorf("%w: sender uses %s (flag %#x), receiver expects %s (flag %#x)", ErrMethodMismatch, h.Method, h.MethodFlag, info.Name, info.Flag)
+		}
+		t.method = cfg.Method
+	} else {
+		m, err := cfg.Methods.Lookup(h.Method)
+		if err != nil {
+			return fmt.Errorf("%w: sender uses %s, which this receiver does not have (it has %s)", ErrMethodMismatch, h.Method, strings.Join(cfg.Methods.Names(), ", "))
+		}
+		if f := m.Info().Flag; f != h.MethodFlag {
+			return fmt.Errorf("%w: sender's %s has flag %#x, this receiver's has %#x", ErrMethodMismatch, h.Method, h.MethodFlag, f)
+		}
+		t.method = m
+	}
+	t.info = t.method.Info()
+
+	// Only memory made for this transfer is trusted to start as zeros.
+	mem, fresh := cfg.Memory, false
+	if mem == nil {
+		var err error
+		if mem, err = cfg.Alloc(h.Blocks); err != nil {
+			return fmt.Errorf("destination: %w", err)
+		}
+		fresh = zeroed(mem)
+	}
+	have := make(map[string][]byte)
+	for _, b := range mem.Blocks() {
+		have[b.Name] = b.Data
+	}
+	t.blocks = make(map[string]*dstBlock, len(h.Blocks))
+	for _, b := range h.Blocks {
+		data, ok := have[b.Name]
+		if !ok {
+			return fmt.Errorf("%w: destination has no block %q", ErrBadHandshake, b.Name)
+		}
+		if uint64(len(data)) != b.Size {
+			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
+		}
+		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize, fresh)
+		if t.onSync != nil && t.onPages == nil {
+			t.blocks[b.Name].track()
+		}
+	}
+	t.mem = mem
+	t.chans = make([]*recvChan, h.Channels)
+	members := h.Channels
+	if h.ZeroOnControl {
+		members++ // the control channel's zero pages are ordered by the syncs too
+	}
+	t.bar.init(members, t.syncPoint)
+	return nil
+}
+
+// addChannel checks a multifd channel's handshake against the transfer
+// and sets up its method state.
+func (t *transfer) addChannel(a arrival) error {
+	id := int(a.init.ID)
+	if err := a.init.Check(t.hello.UUID, t.hello.Channels); err != nil {
+		return &ChannelError{Channel: id, Err: err}
+	}
+	if t.chans[id] != nil {
+		return &ChannelError{Channel: id, Err: fmt.Errorf("%w: channel %d connected twice", ErrBadHandshake, id)}
+	}
+	h := &t.hello
+	c := &recvChan{id: id, t: t, conn: a.conn, m: t.recvs[id]}
+	c.inPlace, _ = c.m.(InPlaceReceiver)
+	c.hdr = make([]byte, max(wire.RAMHeaderSize(h.PacketPages), wire.DeviceStateSize))
+	c.rh.Offsets = make([]uint64, 0, h.PacketPages)
+	c.sp.Pages = make([][]byte, 0, h.PacketPages)
+	t.chans[id] = c
+	return nil
+}
+
+// newReceivers sets up the method's receiving end of every channel, so
+// that a plugin's setup (a Wasm instance, a channel in a plugin process)
+// fails before the transfer is accepted and does not hold up the first
+// packets.
+func (t *transfer) newReceivers() error {
+	h := &t.hello
+	opts := methodOptions(t.cfg.Level, h.PageSize, h.PacketPages)
+	t.recvs = make([]sdk.Receiver, h.Channels)
+	for i := range t.recvs {
+		m, err := t.method.NewReceiver(i, opts)
+		if err != nil {
+			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s recv setup: %w", ErrMethod, t.info.Name, err)}
+		}
+		t.recvs[i] = m
+	}
+	return nil
+}
+
+// closeReceivers closes the method's receiving ends, those of channels
+// that never connected too. Nothing may use them any more.
+func (t *transfer) closeReceivers() {
+	for i, m := range t.recvs {
+		if m != nil {
+			m.Close()
+			t.recvs[i] = nil
+		}
+	}
+}
+
+// readControl follows the sender's control messages until the end.
+func (t *transfer) readControl() error {
+	var buf []byte
+	for {
+		if t.cfg.Timeout > 0 {
+			t.ctl.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+		}
+		typ, body, err := wire.ReadMessage(t.ctl, buf)
+		switch {
+		case err != nil && t.ctx.Err() != nil:
+			return nil
+		case err == io.EOF:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sender closed the control channel before the end of the transfer", ErrPeerGone)}
+		case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
+			return &ChannelError{Channel: -1, Err: err}
+		case err != nil:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+		}
+		buf = body
+		t.r.ctlBytes.Add(uint64(5 + len(body)))
+		switch typ {
+		case wire.MsgSync:
+			if len(body) != 8 || be.Uint64(body) != t.ctlSync+1 {
+				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sync marker %x, want %d", ErrBadControl, body, t.ctlSync+1)}
+			}
+			t.ctlSync++
+			if t.hello.ZeroOnControl {
+				if err := t.bar.wait(t.ctx); err != nil {
+					if t.ctx.Err() != nil {
+						return nil
+					}
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrBadControl, err)}
+				}
+			}
+		case wire.MsgZero:
+			if err := t.zeroPages(body); err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+		case wire.MsgDevice:
+			idstr, instance, err := wire.ParseDevice(body)
+			if err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+			t.r.ctlDevs.Add(1)
+			if t.cfg.OnDeviceState != nil {
+				if err := t.cfg.OnDeviceState(idstr, instance, nil); err != nil {
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("device state %q instance %d: %w", idstr, instance, err)}
+				}
+			}
+		case wire.MsgEnd:
+			if err := t.end.UnmarshalBinary(body); err != nil {
+				return &ChannelError{Channel: -1, Err: err}
+			}
+			t.gotEnd = true
+			return nil
+		case wire.MsgError:
+			return remoteError("sender", body)
+		default:
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unexpected message %#x from the sender", ErrBadControl, typ)}
+		}
+	}
+}
+
+// maxPayload bounds a packet's compressed payload: QEMU's receive buffer
+// (2 x MULTIFD_PACKET_SIZE = 1 MiB; QEMU 10 rejects more) from a QEMU
+// source, [sdk.MaxPayload] from a pagewire one.
+func (t *transfer) maxPayload() int {
+	if t.qemu {
+		return 2 * t.hello.PacketPages * t.hello.PageSize
+	}
+	return sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize)
+}
+
+// syncPoint runs when every member has reached a sync point and waits
+// there: the OnSync hook, then a new interval.
+func (t *transfer) syncPoint() {
+	if t.onSync != nil {
+		p := &SyncPoint{N: t.bar.passed.Load() + 1, t: t}
+		if t.mainChunk != nil {
+			p.main = t.mainChunk()
+		}
+		if err := t.onSync(p); err != nil {
+			t.fail(fmt.Errorf("sync point %d: %w", p.N, err))
+		}
+	}
+	t.resetClaims()
+}
+
+// resetClaims starts a new sync interval: every page may be written again.
+func (t *transfer) resetClaims() {
+	for _, b := range t.blocks {
+		b.reset()
+	}
+}
+
+// zeroPages applies a zero-pages message (QEMU 7.2 dialect).
+func (t *transfer) zeroPages(body []byte) error {
+	if !t.hello.ZeroOnControl {
+		return fmt.Errorf("%w: zero pages on the control channel in the QEMU 10.0 dialect", ErrBadControl)
+	}
+	name, offs, err := wire.ParseZero(body)
+	if err != nil {
+		return err
+	}
+	blk, ok := t.blocks[string(name)]
+	if !ok {
+		return fmt.Errorf("%w: zero pages of unknown block %q", ErrBadControl, name)
+	}
+	ps := uint64(t.hello.PageSize)
+	n := len(offs) / 8
+	for i := range n {
+		off := wire.ZeroOffset(offs, i)
+		if off%ps != 0 || off >= uint64(len(blk.data)) {
+			return fmt.Errorf("%w: zero page at %#x of block %q (%d bytes): not page aligned or beyond the block", ErrBadControl, off, name, len(blk.data))
+		}
+		claimed := blk.claimZero(off)
+		blk.mark(off)
+		if claimed && t.onPages != nil {
+			t.ctlLanded = append(t.ctlLanded, off)
+		}
+	}
+	t.r.ctlZero.Add(uint64(n))
+	if len(t.ctlLanded) > 0 {
+		t.onPages(blk.name, t.ctlLanded)
+		t.ctlLanded = t.ctlLanded[:0]
+	}
+	return nil
+}
+
+// checkEnd compares what the sender says it sent with what arrived.
+func (t *transfer) checkEnd() error {
+	var packets uint64
+	for _, c := range t.chans {
+		packets += c.ctr.packets.Load()
+		if s := c.ctr.syncs.Load(); s != t.end.Syncs {
+			return &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf("%w: %d SYNCs on this channel, sender sent %d", ErrBadPacket, s, t.end.Syncs)}
+		}
+	}
+	switch {
+	case t.ctlSync != t.end.Syncs:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d sync markers, sender sent %d", ErrBadControl, t.ctlSync, t.end.Syncs)}
+	case packets != t.end.Packets:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d packets arrived, sender sent %d", ErrBadPacket, packets, t.end.Packets)}
+	}
+	return nil
+}
+
+// fail records the first error, tells the sender, and stops every channel
+// by closing its connection. It may be called from any goroutine.
+func (t *transfer) fail(err error) {
+	t.mu.Lock()
+	var first bool
+	t.err, first = firstError(t.err, err)
+	ctl := t.ctl
+	t.mu.Unlock()
+	if !first {
+		return
+	}
+	if ctl == nil {
+		t.cancel(err)
+		t.closeConns()
+		return
+	}
+	if !isRemote(err) {
+		// Tell the sender first, then cancel, so that Receive's cleanup
+		// cannot close the control channel under this message.
+		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
+		wire.WriteMessage(ctl, wire.MsgError, errorMessage("receiver", err))
+	}
+	t.cancel(err)
+	// When the sender hung up on us, keep the control channel readable
+	// for errorGrace, so that readControl can pick up the sender's reason.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ln.Close()
+	for _, c := range t.conns {
+		if c != ctl {
+			c.Close()
+		}
+	}
+	if errors.Is(err, ErrPeerGone) {
+		ctl.SetReadDeadline(time.Now().Add(errorGrace))
+	} else {
+		ctl.Close()
+	}
+}
+
+func (t *transfer) failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *transfer) closeConns() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ln.Close()
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+func (c *recvChan) errf(format string, args ...any) error {
+	return &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf(format, args...)}
+}
+
+// loop reads packets until the sender closes the channel at a packet
+// boundary.
+func (c *recvChan) loop() error {
+	t := c.t
+	for {
+		if t.ctx.Err() != nil {
+			// The transfer failed: a SYNC no longer holds this channel
+			// back, so applying more packets could race with an older copy.
+			return nil
+		}
+		c.seq++
+		if t.cfg.Timeout > 0 {
+			c.conn.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+		}
+		_, err := io.ReadFull(c.conn, c.hdr[:wire.PrefixSize])
+		if err == io.EOF {
+			if err := t.bar.leave(); err != nil {
+				return c.errf("%w: %v", ErrBadPacket, err)
+			}
+			c.seq--
+			return nil
+		}
+		if err != nil {
+			return c.readErr(err)
+		}
+		var p wire.Prefix
+		if err := p.UnmarshalBinary(c.hdr[:wire.PrefixSize]); err != nil {
+			return c.errf("%w", err)
+		}
+		if p.DeviceState() {
+			err = c.deviceState()
+		} else {
+			err = c.ram()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *recvChan) readErr(err error) error {
+	if c.t.ctx.Err() != nil {
+		return nil // the transfer is already failing; the first error wins
+	}
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return c.errf("%w: stream ends inside a packet", ErrPeerGone)
+	}
+	return c.errf("%w: %v", ErrPeerGone, err)
+}
+
+func (c *recvChan) ram() error {
+	t := c.t
+	pp, ps := t.hello.PacketPages, t.hello.PageSize
+	hsize := wire.RAMHeaderSize(pp)
+	if _, err := io.ReadFull(c.conn, c.hdr[wire.PrefixSize:hsize]); err != nil {
+		return c.readErr(err)
+	}
+	rh := &c.rh
+	if err := rh.UnmarshalBinary(c.hdr[:hsize], pp); err != nil {
+		return c.errf("%w", err)
+	}
+	normal, n := int(rh.NormalPages), int(rh.NormalPages+rh.ZeroPages)
+	if rh.ZeroPages > 0 && t.hello.ZeroOnControl && !t.qemu {
+		return c.errf("%w: %d zero pages in a packet of a QEMU 7.2 dialect transfer", ErrBadPacket, rh.ZeroPages)
+	}
+	if n == 0 {
+		// QEMU 7.2 leaves a stale next_packet_size in packets without
+		// pages and reads no payload for them.
+		if rh.NextPacketSize != 0 && !t.qemu {
+			return c.errf("%w: %d payload bytes in a packet without pages", ErrBadPacket, rh.NextPacketSize)
+		}
+	} else {
+		if f := rh.Flags & wire.FlagMethodMask; f != t.info.Flag {
+			return c.errf("%w: packet flags %#x, method %s has %#x", ErrMethodMismatch, f, t.info.Name, t.info.Flag)
+		}
+		blk, ok := t.blocks[string(rh.Block)]
+		if !ok {
+			return c.errf("%w: unknown block %q", ErrBadPacket, rh.Block)
+		}
+		data := blk.data
+		for _, off := range rh.Offsets {
+			if off%uint64(ps) != 0 {
+				return c.errf("%w: offset %#x in block %q is not page aligned", ErrBadPacket, off, rh.Block)
+			}
+			if off >= uint64(len(data)) {
+				return c.errf("%w: offset %#x beyond block %q of %d bytes", ErrBadPacket, off, rh.Block, len(data))
+			}
+		}
+		c.landed = c.landed[:0]
+		for _, off := range rh.Offsets[normal:] {
+			if !blk.claimZero(off) {
+				continue // another channel wrote it in this interval
+			}
+			if t.onPages != nil {
+				c.landed = append(c.landed, off)
+			}
+		}
+		if blk.fwd != nil {
+			for _, off := range rh.Offsets {
+				blk.mark(off)
+			}
+		}
+		if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {
+			return err
+		}
+		if t.onPages != nil {
+			// Only the pages this channel wrote: a page another channel
+			// claimed may still be being written there.
+			for i, off := range rh.Offsets[:normal] {
+				if c.mine[i] {
+					c.landed = append(c.landed, off)
+				}
+			}
+			t.onPages(blk.name, c.landed)
+		}
+		c.ctr.packets.Add(1)
+		c.ctr.normal.Add(uint64(normal))
+		c.ctr.zero.Add(uint64(n - normal))
+	}
+	if n > 0 || !t.qemu {
+		c.ctr.wire.Add(uint64(rh.NextPacketSize))
+	}
+	c.ctr.wire.Add(uint64(hsize))
+	if rh.Flags&wire.FlagSync != 0 {
+		c.ctr.syncs.Add(1)
+		if err := t.bar.wait(t.ctx); err != nil {
+			if t.ctx.Err() != nil {
+				return nil
+			}
+			return c.errf("%w: %v", ErrBadPacket, err)
+		}
+	}
+	return nil
+}
+
+// payloadInto reads the packet's payload and has the method put the
+// normal pages at offs into data.
+func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
+	t := c.t
+	ps := uint64(t.hello.PageSize)
+	size := c.rh.NextPacketSize
+	data := blk.data
+	if len(offs) == 0 {
+		if size != 0 {
+			return c.errf("%w: %d payload bytes for a packet of zero pages only", ErrBadPacket, size)
+		}
+		return nil
+	}
+	// Claim the pages; a page another channel already wrote since the
+	// last SYNC goes to scratch (see dstBlock).
+	c.mine = c.mine[:0]
+	for _, off := range offs {
+		c.mine = append(c.mine, blk.claimWrite(off))
+	}
+	if c.scratch == nil {
+		c.scratch = make([]byte, ps)
+	}
+	if t.info.Raw {
+		if uint64(size) != uint64(len(offs))*ps {
+			return c.errf("%w: payload of %d bytes for %d pages of %d bytes", ErrBadPacket, size, len(offs), ps)
+		}
+		// Straight into destination memory, one read per run of pages.
+		for i := 0; i < len(offs); {
+			if !c.mine[i] {
+				if _, err := io.ReadFull(c.conn, c.scratch); err != nil {
+					return c.readErr(err)
+				}
+				i++
+				continue
+			}
+			j := i + 1
+			for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
+				j++
+			}
+			if _, err := io.ReadFull(c.conn, data[offs[i]:offs[j-1]+ps]); err != nil {
+				return c.readErr(err)
+			}
+			i = j
+		}
+		return nil
+	}
+	if max := t.maxPayload(); int(size) > max {
+		return c.errf("%w: payload of %d bytes, at most %d", ErrBadPacket, size, max)
+	}
+	if size == 0 {
+		return c.errf("%w: empty payload for %d pages", ErrBadPacket, len(offs))
+	}
+	var payload []byte
+	if c.inPlace != nil {
+		if b := c.inPlace.RecvBuffer(int(size)); len(b) == int(size) {
+			payload = b
+		}
+	}
+	if payload == nil {
+		if cap(c.payload) < int(size) {
+			c.payload = make([]byte, t.maxPayload())
+		}
+		payload = c.payload[:size]
+	}
+	if _, err := io.ReadFull(c.conn, payload); err != nil {
+		return c.readErr(err)
+	}
+	c.sp.Pages = c.sp.Pages[:0]
+	for i, off := range offs {
+		if c.mine[i] {
+			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
+		} else {
+			c.sp.Pages = append(c.sp.Pages, c.scratch)
+		}
+	}
+	c.sp.Seq = c.seq
+	if err := c.m.Recv(&c.sp, payload); err != nil {
+		return c.errf("%w: %s: %w", ErrMethod, t.info.Name, err)
+	}
+	return nil
+}
+
+func (c *recvChan) deviceState() error {
+	t := c.t
+	if _, err := io.ReadFull(c.conn, c.hdr[wire.PrefixSize:wire.DeviceStateSize]); err != nil {
+		return c.readErr(err)
+	}
+	var h wire.DeviceState
+	if err := h.UnmarshalBinary(c.hdr[:wire.DeviceStateSize]); err != nil {
+		return c.errf("%w", err)
+	}
+	size := int(h.NextPacketSize)
+	if size > t.cfg.MaxDeviceState {
+		return c.errf("%w: device-state blob of %d bytes, at most %d", ErrBadPacket, size, t.cfg.MaxDeviceState)
+	}
+	// Grow as the bytes arrive, so a lying size costs no memory.
+	blob := c.blob[:0]
+	for len(blob) < size {
+		n := min(size-len(blob), 1<<20)
+		if cap(blob)-len(blob) < n {
+			nb := make([]byte, len(blob), max(2*cap(blob), len(blob)+n))
+			copy(nb, blob)
+			blob = nb
+		}
+		if _, err := io.ReadFull(c.conn, blob[len(blob):len(blob)+n]); err != nil {
+			return c.readErr(err)
+		}
+		blob = blob[:len(blob)+n]
+	}
+	c.ctr.wire.Add(uint64(wire.DeviceStateSize + size))
+	c.ctr.devs.Add(1)
+	if t.cfg.OnDeviceState != nil {
+		if err := t.cfg.OnDeviceState(string(h.IDStr), h.InstanceID, blob); err != nil {
+			return c.errf("device state %q instance %d: %w", h.IDStr, h.InstanceID, err)
+		}
+	}
+	if cap(blob) <= 1<<20 {
+		c.blob = blob[:0]
+	}
+	return nil
+}
+
+// barrier parks the channels at each SYNC until all of them reached it.
+type barrier struct {
+	mu      sync.Mutex
+	n       int
+	arrived int
+	left    int
+	gen     chan struct{}
+	passed  atomic.Uint64
+	// onRelease runs in the last arrival, before anyone is released.
+	onRelease func()
+}
+
+func (b *barrier) init(n int, onRelease func()) {
+	b.n = n
+	b.gen = make(chan struct{})
+	b.onRelease = onRelease
+}
+
+func (b *barrier) wait(ctx context.Context) error {
+	b.mu.Lock()
+	if b.left > 0 {
+		b.mu.Unlock()
+		return fmt.Errorf("SYNC %d after another channel ended", b.passed.Load()+1)
+	}
+	b.arrived++
+	if b.arrived == b.n {
+		b.arrived = 0
+		if b.onRelease != nil {
+			b.onRelease() // everyone else is parked
+		}
+		close(b.gen)
+		b.gen = make(chan struct{})
+		b.passed.Add(1)
+		b.mu.Unlock()
+		return nil
+	}
+	g := b.gen
+	b.mu.Unlock()
+	select {
+	case <-g:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// leave records a channel's clean end; channels waiting at a SYNC it never
+// sent would wait forever, so that is an error.
+func (b *barrier) leave() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left++
+	if b.arrived > 0 {
+		return fmt.Errorf("channel ended while %d channels wait at SYNC %d", b.arrived, b.passed.Load()+1)
+	}
+	return nil
+}
