@@ -57,7 +57,7 @@ const (
 )
 
 // ErrPlugin reports a plugin that failed, died, or is not a plugin.
-var ErrPlugin = errors.New("go-plugin failed")
+var ErrPlugin = fmt.Errorf("go-%w", sdk.ErrPlugin)
 
 // ErrChecksum reports a plugin binary whose sha256 is not the pinned one.
 var ErrChecksum = errors.New("plugin checksum mismatch")
@@ -188,13 +188,13 @@ func Load(path string, cfg Config) (*Method, error) {
 			return nil, fmt.Errorf("%w: %s: sha256 %x, pinned %x: refusing to run it", ErrChecksum, name, m.sum, cfg.SHA256)
 		}
 		if strings.Contains(err.Error(), "ncompatible API version") {
-			return nil, fmt.Errorf("%w: %s speaks another protocol version: %v", ErrPlugin, name, err)
+			return nil, fmt.Errorf("%w: %s speaks another protocol version: %w", ErrPlugin, name, err)
 		}
-		return nil, fmt.Errorf("%w: %s: not a pagewire go-plugin of protocol v%d, or it failed to start: %v", ErrPlugin, name, ProtocolVersion, err)
+		return nil, fmt.Errorf("%w: %s: not a pagewire go-plugin of protocol v%d, or it failed to start: %w", ErrPlugin, name, ProtocolVersion, err)
 	}
 	raw, err := rpc.Dispense(gpproto.PluginName)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
 	conn, ok2 := raw.(*gpproto.Conn)
 	if !ok2 {
@@ -211,7 +211,7 @@ func Load(path string, cfg Config) (*Method, error) {
 		return nil, fmt.Errorf("%w: %s speaks protocol v%d; this host knows v%d", ErrPlugin, name, m.version, ProtocolVersion)
 	}
 	if err := m.info.Check(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrPlugin, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
 	m.start = time.Since(start)
 	ok = true
@@ -283,7 +283,7 @@ func (m *Method) rpcError(ch int, op string, err error) error {
 	case st.Code() == codes.DataLoss:
 		return fmt.Errorf("%w: %s: %s", sdk.ErrCorrupt, where, st.Message())
 	case st.Code() == codes.DeadlineExceeded:
-		return fmt.Errorf("%w: %s: %s: no answer within %v", ErrPlugin, where, op, m.cfg.CallTimeout)
+		return fmt.Errorf("%w: %s: %s: no answer within %v: %w", ErrPlugin, where, op, m.cfg.CallTimeout, sdk.ErrDeadline)
 	case st.Code() == codes.Unavailable || st.Code() == codes.Canceled:
 		return fmt.Errorf("%w: %s: %s: connection to the plugin lost: %s", ErrPlugin, where, op, st.Message())
 	}

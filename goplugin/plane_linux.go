@@ -206,7 +206,7 @@ func (c *channel) answer(op string) (code uint32, n uint64, text string, err err
 	}
 	code, n, text, err = gpproto.PlaneResponse(d.resp[:k])
 	if err != nil {
-		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %v", ErrPlugin, c.m.name, c.ch, op, err)
+		c.dead = fmt.Errorf("%w: %s, channel %d: %s: %w", ErrPlugin, c.m.name, c.ch, op, err)
 		return 0, 0, "", c.dead
 	}
 	return code, n, text, nil
@@ -217,11 +217,11 @@ func (c *channel) planeFail(op string, err error) error {
 	where := fmt.Sprintf("%s, channel %d", c.m.name, c.ch)
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.dead = fmt.Errorf("%w: %s: %s: no answer within %v", ErrPlugin, where, op, c.m.cfg.CallTimeout)
+		c.dead = fmt.Errorf("%w: %s: %s: no answer within %v: %w", ErrPlugin, where, op, c.m.cfg.CallTimeout, sdk.ErrDeadline)
 	case c.m.client.Exited():
 		c.dead = fmt.Errorf("%w: %s: %s: the plugin process exited", ErrPlugin, where, op)
 	default:
-		c.dead = fmt.Errorf("%w: %s: %s: connection to the plugin lost: %v", ErrPlugin, where, op, err)
+		c.dead = fmt.Errorf("%w: %s: %s: connection to the plugin lost: %w", ErrPlugin, where, op, err)
 	}
 	return c.dead
 }
