@@ -68,10 +68,12 @@ type Channel struct {
 	rfin   bool       // the peer's FIN was read
 	rerr   error      // sticky read error
 
-	wmu  sync.Mutex // held by Write for its whole call
-	wseq uint64
-	wext [frameExt]byte
-	wfin bool
+	wmu   sync.Mutex // held by Write for its whole call
+	wseq  uint64
+	wext  [frameExt]byte
+	wfin  bool
+	wcut  bool               // Close stopped a Write: the stream is cut short, no end of stream
+	wstop context.CancelFunc // cancels the write contexts: Close stops a running Write
 
 	rdl, wdl deadline
 
@@ -85,6 +87,10 @@ type Channel struct {
 	release   func()         // unmaps and closes fds once nothing runs
 	poll      time.Duration
 	frameMax  int
+
+	// Test hooks: the reader found the ring empty; a Write wrote its
+	// last frame (wmu held).
+	testEmpty, testWrote func()
 }
 
 // ChannelConfig sizes a channel's rings and frames. Zero values mean the
@@ -171,8 +177,10 @@ func newChannel(relid uint32, sub uint16, outMem, inMem []byte, frame int, w wir
 	if _, err := c.in.Readable(); err != nil {
 		return nil, fmt.Errorf("inbound ring: %w", err)
 	}
-	c.rdl.init()
-	c.wdl.init()
+	c.rdl.init(context.Background())
+	wctx, stop := context.WithCancel(context.Background())
+	c.wdl.init(wctx)
+	c.wstop = stop
 	return c, nil
 }
 
@@ -288,6 +296,11 @@ func (c *Channel) nextFrame() error {
 		if err := c.in.Commit(); err != nil && !errors.Is(err, ErrClosed) {
 			return c.errf("%w", err)
 		}
+		// Whether the peer is gone, loaded before the ring is looked at:
+		// it wrote its last frames (its end of stream) before it closed
+		// the channel, so an empty ring seen after the failure means
+		// nothing is left; seen before, the frames may still be coming.
+		gone := c.failure()
 		n, err := c.in.EndRead()
 		if err != nil {
 			return c.errf("%w", err)
@@ -296,8 +309,11 @@ func (c *Channel) nextFrame() error {
 			c.in.BeginRead()
 			continue
 		}
-		if f := c.failure(); f != nil {
-			return f // nothing left from a peer that is gone
+		if c.testEmpty != nil {
+			c.testEmpty()
+		}
+		if gone != nil {
+			return gone // nothing left from a peer that is gone
 		}
 		ctx := c.rdl.context()
 		if !spun {
@@ -368,7 +384,8 @@ func (c *Channel) errf(format string, args ...any) error {
 }
 
 // Write implements [io.Writer]: it writes p in frames of at most FrameSize
-// bytes, waiting for space while the ring is full.
+// bytes, waiting for space while the ring is full. A Close meanwhile stops
+// it after the frame being written, and it returns net.ErrClosed.
 func (c *Channel) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -377,26 +394,34 @@ func (c *Channel) Write(p []byte) (int, error) {
 	}
 	total := 0
 	for len(p) > 0 {
+		if c.wdl.base.Err() != nil { // Close waits for us
+			c.wcut = true
+			return total, net.ErrClosed
+		}
 		n := min(len(p), c.frameMax)
-		if err := c.writeFrame(p[:n], 0); err != nil {
+		if err := c.writeFrame(c.wdl.context(), p[:n], 0); err != nil {
 			return total, err
 		}
 		total += n
 		p = p[n:]
 	}
+	if c.testWrote != nil {
+		c.testWrote()
+	}
 	return total, nil
 }
 
-func (c *Channel) writeFrame(p []byte, flags uint32) error {
+func (c *Channel) writeFrame(ctx context.Context, p []byte, flags uint32) error {
 	binary.LittleEndian.PutUint32(c.wext[0:], uint32(len(p)))
 	binary.LittleEndian.PutUint32(c.wext[4:], flags)
 	h := Header{Type: PacketDataInband, TransID: c.wseq, Ext: c.wext[:]}
-	ctx := c.wdl.context()
 	if err := c.out.Write(ctx, h, p); err != nil {
-		if errors.Is(err, ErrClosed) {
+		stopped := errors.Is(err, context.Canceled) // by Close
+		if errors.Is(err, ErrClosed) || stopped {
 			if f := c.failure(); f != nil {
 				return f
 			}
+			c.wcut = c.wcut || stopped
 			return net.ErrClosed
 		}
 		if ctx.Err() != nil {
@@ -413,10 +438,13 @@ func (c *Channel) writeFrame(p []byte, flags uint32) error {
 func (c *Channel) CloseWrite() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.closeWrite()
+	return c.closeWrite(c.wdl.base) // a Close meanwhile stops it
 }
 
-func (c *Channel) closeWrite() error {
+// closeWrite writes the end-of-stream frame once, within ctx and the
+// write deadline or, without one, 5 seconds: a peer that stopped reading
+// must not hold Close forever.
+func (c *Channel) closeWrite(ctx context.Context) error {
 	if c.wfin {
 		return nil
 	}
@@ -424,25 +452,37 @@ func (c *Channel) closeWrite() error {
 	if c.failure() != nil {
 		return nil
 	}
-	// Bounded: a peer that stopped reading must not hold Close forever.
-	old := c.wdl.context()
-	if _, ok := old.Deadline(); !ok || old.Err() != nil {
-		c.wdl.set(time.Now().Add(5 * time.Second))
+	end := time.Now().Add(5 * time.Second)
+	if t, ok := c.wdl.context().Deadline(); ok && t.After(time.Now()) {
+		end = t
 	}
-	return c.writeFrame(nil, frameFIN)
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	return c.writeFrame(ctx, nil, frameFIN)
 }
 
-// Close sends the end-of-stream frame (if the peer is still there), tells
-// the connection (the guest posts CLOSECHANNEL and tears the GPADL down; the
-// host rescinds a channel the guest did not close), unblocks Read and Write,
-// waits for them and releases the shared memory and file descriptors.
-// Later calls return net.ErrClosed. Close is idempotent.
+// Close ends the stream and the channel. It stops a Write in progress
+// after the frame being written (at once if it waits for ring space); that
+// Write returns net.ErrClosed and, the stream being cut short, Close sends
+// no end-of-stream frame. Otherwise, a Write that wrote all its bytes
+// included, Close sends one (if the peer is still there), which the peer
+// reads as io.EOF after everything before it. Then Close tells the
+// connection (the guest posts CLOSECHANNEL and tears the GPADL down; the
+// host rescinds a channel the guest did not close), unblocks Read, waits
+// for it and releases the shared memory and file descriptors. Later calls
+// return net.ErrClosed. Close is idempotent.
 func (c *Channel) Close() error {
 	c.closeOnce.Do(func() {
-		if c.wmu.TryLock() { // a Write blocked on a full ring: do not wait for it
-			c.closeErr = c.closeWrite()
-			c.wmu.Unlock()
+		if !c.wmu.TryLock() {
+			// A Write holds the lock, maybe only until it returns: stop
+			// it, then wait for it.
+			c.wstop()
+			c.wmu.Lock()
 		}
+		if !c.wcut {
+			c.closeErr = c.closeWrite(context.Background())
+		}
+		c.wmu.Unlock()
 		close(c.done)
 		c.out.Close()
 		c.in.Close()
@@ -463,6 +503,7 @@ func (c *Channel) Close() error {
 		c.rmu.Unlock()
 		c.rdl.stop()
 		c.wdl.stop()
+		c.wstop()
 	})
 	return c.closeErr
 }
@@ -494,14 +535,16 @@ func (Addr) Network() string { return "vmbus" }
 
 func (a Addr) String() string { return fmt.Sprintf("relid %d", a.Relid) }
 
-// deadline is a read or write deadline as a context, replaced by set.
+// deadline is a read or write deadline as a context derived from base,
+// replaced by set.
 type deadline struct {
+	base   context.Context // set by init only
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-func (d *deadline) init() { d.ctx = context.Background() }
+func (d *deadline) init(base context.Context) { d.base, d.ctx = base, base }
 
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
@@ -511,10 +554,10 @@ func (d *deadline) set(t time.Time) {
 		d.cancel = nil
 	}
 	if t.IsZero() {
-		d.ctx = context.Background()
+		d.ctx = d.base
 		return
 	}
-	d.ctx, d.cancel = context.WithDeadline(context.Background(), t)
+	d.ctx, d.cancel = context.WithDeadline(d.base, t)
 }
 
 func (d *deadline) stop() { d.set(time.Time{}) }

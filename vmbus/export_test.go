@@ -54,3 +54,18 @@ func NewChannelOver(out, in []byte) (*Channel, error) {
 	w := wiring{dataReady: make(chan struct{}, 1), spaceReady: make(chan struct{}, 1)}
 	return newChannel(1, 0, out, in, DefaultFrameSize, w, time.Millisecond, -1)
 }
+
+// Failure is why the channel's peer is gone, nil while it is there.
+func (c *Channel) Failure() error { return c.failure() }
+
+// OnEmpty sets a hook that runs when the channel's Read has found the
+// inbound ring empty, before it decides what that means. Set it before
+// the first Read.
+func (c *Channel) OnEmpty(f func()) { c.testEmpty = f }
+
+// OnWrote sets a hook that runs when a Write has written its last frame,
+// before it returns (the write lock held). stopping is closed once Close
+// has asked the running Write to stop. Set it before the first Write.
+func (c *Channel) OnWrote(f func(stopping <-chan struct{})) {
+	c.testWrote = func() { f(c.wdl.base.Done()) }
+}
