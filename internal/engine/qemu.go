@@ -134,7 +134,7 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	if q.cfg.Channels < 1 || q.cfg.Channels > wire.MaxChannels {
 		return nil, fmt.Errorf("qemu: %d multifd channels, want 1..%d", q.cfg.Channels, wire.MaxChannels)
 	}
-	t := &transfer{r: q.r, cfg: &q.r.cfg, ln: ln, qemu: true, onSync: q.cfg.OnSync, onPages: q.cfg.OnPages}
+	t := &transfer{r: q.r, cfg: &q.r.cfg, failPath: failPath{side: "receiver", ln: ln}, lead: qemuLead{}, onSync: q.cfg.OnSync, onPages: q.cfg.OnPages}
 	var wg sync.WaitGroup
 	defer t.closeReceivers() // after every goroutine has stopped
 	defer t.begin(ctx, &wg)()
@@ -218,54 +218,52 @@ func (q *QEMUReceiver) Receive(ctx context.Context, ln net.Listener) (Memory, er
 	return t.mem, nil
 }
 
-// handshake accepts the main channel and every multifd channel.
+// handshake sets the transfer up as the receiver was told (nothing on
+// the wire negotiates it) and accepts the main channel and every
+// multifd channel.
 func (q *QEMUReceiver) handshake(t *transfer, wg *sync.WaitGroup) error {
-	arrivals := make(chan arrival)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t.accept(wg, arrivals)
-	}()
-	defer t.ln.Close()
 	info := q.cfg.Method.Info()
 	t.hello = wire.Hello{
 		UUID: q.cfg.UUID, Channels: q.cfg.Channels, PageSize: DefaultPageSize,
 		PacketPages: DefaultPacketPages, MethodFlag: info.Flag, Method: info.Name,
 	}
 	t.method, t.info = q.cfg.Method, info
+	// QEMU's receive buffer is 2 x MULTIFD_PACKET_SIZE (QEMU 10 rejects
+	// more), and QEMU 7.2 leaves a stale size in packets without pages.
+	t.fmt = packetFormat{staleSize: true, maxPayload: 2 * DefaultPacketPages * DefaultPageSize}
 	if err := t.newReceivers(); err != nil {
 		return err
 	}
 	t.chans = make([]*recvChan, q.cfg.Channels)
 	t.bar.init(q.cfg.Channels+1, t.syncPoint) // the main channel's EOS is the last arrival
-	timer := time.NewTimer(t.cfg.HandshakeTimeout)
-	defer timer.Stop()
-	got := 0
-	for t.main == nil || got < q.cfg.Channels {
-		select {
-		case a := <-arrivals:
-			if a.main {
-				if t.main != nil {
-					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a second main channel", ErrBadHandshake)}
-				}
-				t.main = a.conn
-				continue
-			}
-			if err := t.addChannel(a); err != nil {
-				return err
-			}
-			got++
-		case <-timer.C:
-			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: main channel %v and %d of %d multifd channels connected within %v (is multifd-channels %d on the source?)",
-				ErrBadHandshake, t.main != nil, got, q.cfg.Channels, t.cfg.HandshakeTimeout, q.cfg.Channels)}
-		case <-t.ctx.Done():
-			return t.failure()
-		}
+	if err := t.handshake(wg); err != nil {
+		return err
 	}
 	q.r.mu.Lock()
 	q.r.chans, q.r.method, q.r.ps, q.r.start, q.r.elapsed = t.chans, info.Name, DefaultPageSize, time.Now(), 0
 	q.r.mu.Unlock()
 	return nil
+}
+
+// qemuLead is a QEMU source's main channel.
+type qemuLead struct{}
+
+func (qemuLead) magic() uint32 { return wire.QEMUFileMagic }
+func (qemuLead) name() string  { return "main channel" }
+
+func (qemuLead) accept(t *transfer, conn net.Conn) error {
+	t.main = conn // a connection of t.conns already; the source is not told
+	return nil
+}
+
+func (qemuLead) missing(t *transfer, got int) error {
+	main := "the main channel"
+	if t.main == nil {
+		main = "no main channel"
+	}
+	n := len(t.chans)
+	return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %s and %d of %d multifd channels connected within %v (is multifd-channels %d on the source?)",
+		ErrBadHandshake, main, got, n, t.cfg.HandshakeTimeout, n)}
 }
 
 // qemuSink applies the main stream's RAM records to the destination.

@@ -40,16 +40,12 @@ func NewReceiver(cfg ReceiverConfig) *Receiver {
 
 // transfer is the state of one Receive call.
 type transfer struct {
-	r      *Receiver
-	cfg    *ReceiverConfig
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	ln     net.Listener
-
-	mu    sync.Mutex // guards err, ctl, conns
-	err   error
-	ctl   net.Conn
-	conns []net.Conn
+	r   *Receiver
+	cfg *ReceiverConfig
+	ctx context.Context
+	// failPath holds the listener, the connections and the first error
+	// (ln, ctl, conns, err under its mu, cancel).
+	failPath
 
 	hello   wire.Hello
 	method  sdk.Method
@@ -62,9 +58,11 @@ type transfer struct {
 	end     wire.End
 	gotEnd  bool
 
-	// qemu is set for a QEMU source: a main channel instead of the
-	// control channel, and QEMU 7.2's packet quirks.
-	qemu bool
+	// lead is the transfer's lead channel: pagewire's control channel
+	// (ctl) or a QEMU source's main stream (main). fmt is what the
+	// packets may hold, which the lead's handshake decides.
+	lead recvLead
+	fmt  packetFormat
 	main net.Conn
 
 	// onSync is the OnSync hook, and mainChunk (QEMU) what its Main is.
@@ -101,9 +99,57 @@ var errFinished = errors.New("transfer finished")
 
 type arrival struct {
 	conn net.Conn
-	ctl  bool
-	main bool // a QEMU main channel; its magic has been read
+	lead bool // the lead channel; its magic has been read
 	init wire.Init
+}
+
+// recvLead is a receiving transfer's lead channel: pagewire's control
+// channel ([ctlLead]) or a QEMU source's main stream (qemuLead). The
+// handshake hands it the lead connection; until it has set the transfer
+// up (t.chans), multifd channels wait.
+type recvLead interface {
+	// magic is the lead connection's first four bytes; name names it.
+	magic() uint32
+	name() string
+	// accept sets the transfer up from the lead connection.
+	accept(t *transfer, conn net.Conn) error
+	// missing says what did not connect within the handshake timeout.
+	missing(t *transfer, got int) error
+}
+
+// packetFormat is what a transfer's multifd packets may hold.
+type packetFormat struct {
+	// staleSize: a packet without pages may carry a stale
+	// next_packet_size and no payload (QEMU 7.2's source).
+	staleSize bool
+	// maxPayload bounds a packet's compressed payload.
+	maxPayload int
+}
+
+// ctlLead is pagewire's control channel: the sender's hello sets the
+// transfer up.
+type ctlLead struct{}
+
+func (ctlLead) magic() uint32 { return wire.ControlMagic }
+func (ctlLead) name() string  { return "control channel" }
+
+func (ctlLead) accept(t *transfer, conn net.Conn) error {
+	t.setLead(conn, true)
+	return t.readHello()
+}
+
+func (ctlLead) missing(t *transfer, got int) error {
+	if t.ctl == nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: no control channel within %v", ErrBadHandshake, t.cfg.HandshakeTimeout)}
+	}
+	return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d of %d channels connected within %v", ErrBadHandshake, got, t.hello.Channels, t.cfg.HandshakeTimeout)}
+}
+
+// transferKinds names the kinds of transfer by their lead's magic, for
+// a connection that opens with another kind's.
+var transferKinds = map[uint32]string{
+	wire.ControlMagic:  "a pagewire transfer (PGWR)",
+	wire.QEMUFileMagic: "a QEMU migration stream (QEVM)",
 }
 
 // Receive runs one transfer: it accepts the control channel and the
@@ -114,7 +160,7 @@ type arrival struct {
 // or the transfer failed; it returns only after every goroutine it
 // started has returned and every connection is closed.
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
-	t := &transfer{r: r, cfg: &r.cfg, ln: ln, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
+	t := &transfer{r: r, cfg: &r.cfg, failPath: failPath{side: "receiver", ln: ln}, lead: ctlLead{}, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
 	var wg sync.WaitGroup
 	defer t.closeReceivers() // after every goroutine has stopped
 	defer t.begin(ctx, &wg)()
@@ -214,8 +260,9 @@ func (r *Receiver) Stats() Stats {
 	return st
 }
 
-// handshake accepts connections until the control channel and every
-// multifd channel are there, within the handshake timeout.
+// handshake accepts connections until the lead channel and every
+// multifd channel are there, within the handshake timeout. Multifd
+// channels that come before the lead has set the transfer up wait.
 func (t *transfer) handshake(wg *sync.WaitGroup) error {
 	arrivals := make(chan arrival)
 	wg.Add(1)
@@ -228,24 +275,22 @@ func (t *transfer) handshake(wg *sync.WaitGroup) error {
 	defer timer.Stop()
 
 	var pending []arrival
-	got := 0
-	for t.ctl == nil || got < t.hello.Channels {
+	led, got := false, 0
+	for !led || t.chans == nil || got < len(t.chans) {
 		select {
 		case a := <-arrivals:
-			if a.ctl {
-				if t.ctl != nil {
-					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a second control channel", ErrBadHandshake)}
+			if a.lead {
+				if led {
+					return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a second %s", ErrBadHandshake, t.lead.name())}
 				}
-				t.mu.Lock()
-				t.ctl = a.conn
-				t.mu.Unlock()
-				if err := t.readHello(); err != nil {
+				led = true
+				if err := t.lead.accept(t, a.conn); err != nil {
 					return err
 				}
 			} else {
 				pending = append(pending, a)
 			}
-			if t.ctl == nil {
+			if t.chans == nil {
 				continue
 			}
 			for _, a := range pending {
@@ -256,10 +301,7 @@ func (t *transfer) handshake(wg *sync.WaitGroup) error {
 			}
 			pending = pending[:0]
 		case <-timer.C:
-			if t.ctl == nil {
-				return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: no control channel within %v", ErrBadHandshake, t.cfg.HandshakeTimeout)}
-			}
-			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d of %d channels connected within %v", ErrBadHandshake, got, t.hello.Channels, t.cfg.HandshakeTimeout)}
+			return t.lead.missing(t, got)
 		case <-t.ctx.Done():
 			return t.failure()
 		}
@@ -308,12 +350,9 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %w", ErrBadHandshake, conn.RemoteAddr(), err)}
 	}
 	switch m := be.Uint32(b[:]); m {
-	case wire.ControlMagic:
-		if t.qemu {
-			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a pagewire transfer's control channel (PGWR), not a QEMU migration", ErrBadHandshake)}
-		}
+	case t.lead.magic():
 		conn.SetReadDeadline(time.Time{})
-		return arrival{conn: conn, ctl: true}, nil
+		return arrival{conn: conn, lead: true}, nil
 	case wire.Magic:
 		if _, err := io.ReadFull(conn, b[4:]); err != nil {
 			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: truncated channel handshake: %w", ErrBadHandshake, err)}
@@ -324,13 +363,10 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		}
 		conn.SetReadDeadline(time.Time{})
 		return arrival{conn: conn, init: init}, nil
-	case wire.QEMUFileMagic:
-		if t.qemu {
-			conn.SetReadDeadline(time.Time{})
-			return arrival{conn: conn, main: true}, nil
-		}
-		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: a QEMU migration stream (QEVM), not a pagewire transfer", ErrBadHandshake)}
 	default:
+		if kind, ok := transferKinds[m]; ok {
+			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %s, not %s", ErrBadHandshake, kind, transferKinds[t.lead.magic()])}
+		}
 		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unknown magic %#08x from %v", ErrBadHandshake, m, conn.RemoteAddr())}
 	}
 }
@@ -389,6 +425,7 @@ func (t *transfer) setup() error {
 		t.method = m
 	}
 	t.info = t.method.Info()
+	t.fmt = packetFormat{maxPayload: sdk.MaxPayload(h.PacketPages, h.PageSize)}
 
 	// Only memory made for this transfer is trusted to start as zeros.
 	mem, fresh := cfg.Memory, false
@@ -539,16 +576,6 @@ func (t *transfer) readControl() error {
 	}
 }
 
-// maxPayload bounds a packet's compressed payload: QEMU's receive buffer
-// (2 x MULTIFD_PACKET_SIZE = 1 MiB; QEMU 10 rejects more) from a QEMU
-// source, [sdk.MaxPayload] from a pagewire one.
-func (t *transfer) maxPayload() int {
-	if t.qemu {
-		return 2 * t.hello.PacketPages * t.hello.PageSize
-	}
-	return sdk.MaxPayload(t.hello.PacketPages, t.hello.PageSize)
-}
-
 // syncPoint runs when every member has reached a sync point and waits
 // there: the OnSync hook, then a new interval.
 func (t *transfer) syncPoint() {
@@ -623,61 +650,6 @@ func (t *transfer) checkEnd() error {
 	return nil
 }
 
-// fail records the first error, tells the sender, and stops every channel
-// by closing its connection. It may be called from any goroutine.
-func (t *transfer) fail(err error) {
-	t.mu.Lock()
-	var first bool
-	t.err, first = firstError(t.err, err)
-	ctl := t.ctl
-	t.mu.Unlock()
-	if !first {
-		return
-	}
-	if ctl == nil {
-		t.cancel(err)
-		t.closeConns()
-		return
-	}
-	if !isRemote(err) {
-		// Tell the sender first, then cancel, so that Receive's cleanup
-		// cannot close the control channel under this message.
-		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
-		wire.WriteMessage(ctl, wire.MsgError, errorMessage("receiver", err))
-	}
-	t.cancel(err)
-	// When the sender hung up on us, keep the control channel readable
-	// for errorGrace, so that readControl can pick up the sender's reason.
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.ln.Close()
-	for _, c := range t.conns {
-		if c != ctl {
-			c.Close()
-		}
-	}
-	if errors.Is(err, ErrPeerGone) {
-		ctl.SetReadDeadline(time.Now().Add(errorGrace))
-	} else {
-		ctl.Close()
-	}
-}
-
-func (t *transfer) failure() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
-}
-
-func (t *transfer) closeConns() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.ln.Close()
-	for _, c := range t.conns {
-		c.Close()
-	}
-}
-
 func (c *recvChan) errf(format string, args ...any) error {
 	return &ChannelError{Channel: c.id, Packet: c.seq, Err: fmt.Errorf(format, args...)}
 }
@@ -744,13 +716,13 @@ func (c *recvChan) ram() error {
 		return c.errf("%w", err)
 	}
 	normal, n := int(rh.NormalPages), int(rh.NormalPages+rh.ZeroPages)
-	if rh.ZeroPages > 0 && t.hello.ZeroOnControl && !t.qemu {
+	if rh.ZeroPages > 0 && t.hello.ZeroOnControl {
 		return c.errf("%w: %d zero pages in a packet of a QEMU 7.2 dialect transfer", ErrBadPacket, rh.ZeroPages)
 	}
 	if n == 0 {
 		// QEMU 7.2 leaves a stale next_packet_size in packets without
 		// pages and reads no payload for them.
-		if rh.NextPacketSize != 0 && !t.qemu {
+		if rh.NextPacketSize != 0 && !t.fmt.staleSize {
 			return c.errf("%w: %d payload bytes in a packet without pages", ErrBadPacket, rh.NextPacketSize)
 		}
 	} else {
@@ -801,7 +773,7 @@ func (c *recvChan) ram() error {
 		c.ctr.normal.Add(uint64(normal))
 		c.ctr.zero.Add(uint64(n - normal))
 	}
-	if n > 0 || !t.qemu {
+	if n > 0 || !t.fmt.staleSize {
 		c.ctr.wire.Add(uint64(rh.NextPacketSize))
 	}
 	c.ctr.wire.Add(uint64(hsize))
@@ -863,7 +835,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 		}
 		return nil
 	}
-	if max := t.maxPayload(); int(size) > max {
+	if max := t.fmt.maxPayload; int(size) > max {
 		return c.errf("%w: payload of %d bytes, at most %d", ErrBadPacket, size, max)
 	}
 	if size == 0 {
@@ -877,7 +849,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	}
 	if payload == nil {
 		if cap(c.payload) < int(size) {
-			c.payload = make([]byte, t.maxPayload())
+			c.payload = make([]byte, t.fmt.maxPayload)
 		}
 		payload = c.payload[:size]
 	}

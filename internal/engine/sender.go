@@ -30,18 +30,16 @@ type Sender struct {
 	blocks map[string]*srcBlock
 	// unshare ends each block's memory shared with the method.
 	unshare []func()
-	ctl     net.Conn
-	ctlMu   sync.Mutex // guards writes on ctl
 	chans   []*sendChan
 	ready   chan struct{} // one token per idle channel
 	next    int           // where the search for an idle channel starts
 	cur     *sendPacket   // the packet the caller is filling
 
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
+	ctx context.Context
+	// failPath holds the lead channel (ctl, its writes under ctlMu), the
+	// multifd connections and the first error (under mu), and cancel.
+	failPath
 	wg      sync.WaitGroup
-	failMu  sync.Mutex
-	err     error // first failure
 	done    chan struct{}
 	ctlDone chan struct{} // closed when readControl has returned
 	stop    func() bool   // stops watching the caller's context
@@ -53,14 +51,156 @@ type Sender struct {
 	elapsed   atomic.Int64 // set when the transfer ends
 	closed    bool
 
-	zeroOnControl bool          // QEMU 7.2 dialect
-	ctlBytes      atomic.Uint64 // control channel bytes sent after hello
+	ctlBytes atomic.Uint64 // lead channel bytes sent after hello
 
-	// qemu is set for a QEMU destination (NewQEMUSender): ctl is the
-	// main channel, written by the caller; zeroAsNormal sends zero pages
-	// as normal ones, for QEMU 7.2, whose packets cannot carry them.
-	qemu         bool
-	zeroAsNormal bool
+	// lead is the lead channel: pagewire's control channel or a QEMU
+	// destination's main channel; zeros is where zero pages go.
+	lead  sendLead
+	zeros zeroPolicy
+}
+
+// zeroPolicy is how a sender's zero pages travel, by dialect.
+type zeroPolicy uint8
+
+const (
+	zerosInPackets zeroPolicy = iota // as offsets in packets (QEMU 10.0)
+	zerosOnLead                      // as ZERO messages on the control channel (QEMU 7.2 dialect)
+	zerosAsNormal                    // as normal pages (to a QEMU 7.2, whose packets cannot carry them)
+)
+
+// sendLead is a Sender's lead channel: pagewire's control channel
+// (ctlSendLead) or a QEMU destination's main channel (mainSendLead).
+type sendLead interface {
+	// name names it, in errors.
+	name() string
+	// handshake runs on the lead connection before the multifd
+	// channels connect.
+	handshake(s *Sender, ctl net.Conn, hello []byte, deadline time.Time) error
+	// tells reports whether the peer is told why the transfer failed.
+	tells() bool
+	// watch starts reading the lead, if anything comes back on it, and
+	// closes s.ctlDone when it stops.
+	watch(s *Sender)
+	// synced runs once every channel has written SYNC s.syncs.
+	synced(s *Sender) error
+	// finish ends a healthy transfer.
+	finish(s *Sender) error
+}
+
+// ctlSendLead is pagewire's control channel: hello and accept, a marker
+// per sync, END, and the receiver's DONE or ERROR back.
+type ctlSendLead struct{}
+
+func (ctlSendLead) name() string { return "control channel" }
+func (ctlSendLead) tells() bool  { return true }
+
+func (ctlSendLead) handshake(s *Sender, ctl net.Conn, hello []byte, deadline time.Time) error {
+	ctl.SetDeadline(deadline)
+	var magic [4]byte
+	be.PutUint32(magic[:], wire.ControlMagic)
+	if _, err := ctl.Write(magic[:]); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+	}
+	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+	}
+	typ, body, err := wire.ReadMessage(ctl, nil)
+	switch {
+	case err == io.EOF:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w before accepting the transfer", ErrPeerGone)}
+	case err != nil:
+		return &ChannelError{Channel: -1, Err: err}
+	case typ == wire.MsgError:
+		return remoteError("receiver", body)
+	case typ != wire.MsgAccept:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: message %#x instead of accept", ErrBadControl, typ)}
+	}
+	ctl.SetDeadline(time.Time{})
+	return nil
+}
+
+func (ctlSendLead) watch(s *Sender) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(s.ctlDone)
+		s.readControl()
+	}()
+}
+
+func (ctlSendLead) synced(s *Sender) error {
+	var b [8]byte
+	be.PutUint64(b[:], s.syncs)
+	return s.control(wire.MsgSync, b[:])
+}
+
+// finish sends a final SYNC and END, ends the channels, and waits for
+// the receiver's confirmation that every page landed.
+func (ctlSendLead) finish(s *Sender) error {
+	if err := s.sync(); err != nil {
+		return err
+	}
+	var packets uint64
+	for _, c := range s.chans { // all idle: the counts are final
+		packets += c.ctr.packets.Load()
+	}
+	end := wire.End{Syncs: s.syncs, Packets: packets}
+	b, _ := end.AppendBinary(nil)
+	if err := s.control(wire.MsgEnd, b); err != nil {
+		return err
+	}
+	// Every channel is idle: end their goroutines and their streams.
+	for _, c := range s.chans {
+		close(c.work)
+	}
+	for _, c := range s.chans {
+		c.conn.Close()
+	}
+	var timeout <-chan time.Time
+	if s.cfg.Timeout > 0 {
+		t := time.NewTimer(s.cfg.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-s.done:
+		s.elapsed.Store(int64(time.Since(s.start)))
+		return nil
+	case <-s.ctx.Done():
+		return s.failure()
+	case <-timeout:
+		return &ChannelError{Channel: -1, Err: fmt.Errorf("no confirmation from the receiver within %v", s.cfg.Timeout)}
+	}
+}
+
+// mainSendLead is a QEMU destination's main channel, which the caller
+// writes (WriteMain): its markers order the SYNCs, and nothing comes
+// back on it.
+type mainSendLead struct{}
+
+func (mainSendLead) name() string                                         { return "main channel" }
+func (mainSendLead) tells() bool                                          { return false }
+func (mainSendLead) handshake(*Sender, net.Conn, []byte, time.Time) error { return nil }
+func (mainSendLead) watch(s *Sender)                                      { close(s.ctlDone) }
+func (mainSendLead) synced(*Sender) error                                 { return nil } // the caller's main stream carries the marker
+
+// finish: once every channel has written its last packet, the channels
+// close, then the main one, as QEMU's source does.
+func (mainSendLead) finish(s *Sender) error {
+	if err := s.written(); err != nil {
+		return err
+	}
+	for _, c := range s.chans {
+		close(c.work)
+	}
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.ctl.Close()
+	s.mu.Unlock()
+	s.elapsed.Store(int64(time.Since(s.start)))
+	return nil
 }
 
 type srcBlock struct {
@@ -116,7 +256,7 @@ type sendChan struct {
 // channel, has the receiver accept the parameters, then connects the
 // multifd channels. Cancelling ctx fails the transfer at any time.
 func NewSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig) (*Sender, error) {
-	return newSender(ctx, d, mem, cfg, false)
+	return newSender(ctx, d, mem, cfg, ctlSendLead{})
 }
 
 // NewQEMUSender opens a migration to a real QEMU destination at d (QEMU
@@ -132,27 +272,34 @@ func NewQEMUSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig) 
 	if cfg.Dialect == "" {
 		return nil, fmt.Errorf("qemu sender: the destination's dialect (%s or %s) is required", Dialect72, Dialect10)
 	}
-	return newSender(ctx, d, mem, cfg, true)
+	return newSender(ctx, d, mem, cfg, mainSendLead{})
 }
 
-func newSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig, qemu bool) (*Sender, error) {
+func newSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig, lead sendLead) (*Sender, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	s := &Sender{
-		cfg:    cfg,
-		info:   cfg.Method.Info(),
-		blocks: make(map[string]*srcBlock),
-		ready:  make(chan struct{}, cfg.Channels),
-		done:   make(chan struct{}),
+		failPath: failPath{side: "sender"},
+		cfg:      cfg,
+		info:     cfg.Method.Info(),
+		blocks:   make(map[string]*srcBlock),
+		ready:    make(chan struct{}, cfg.Channels),
+		done:     make(chan struct{}),
 	}
-	s.zeroOnControl = cfg.Dialect == Dialect72 && !qemu
-	s.qemu, s.zeroAsNormal = qemu, qemu && cfg.Dialect == Dialect72
+	s.lead = lead
+	if cfg.Dialect == Dialect72 {
+		// A QEMU 7.2 destination's packets cannot carry zero pages.
+		s.zeros = zerosOnLead
+		if _, qemu := lead.(mainSendLead); qemu {
+			s.zeros = zerosAsNormal
+		}
+	}
 	hello := wire.Hello{
 		UUID: cfg.UUID, Channels: cfg.Channels, PageSize: cfg.PageSize,
 		PacketPages: cfg.PacketPages, MethodFlag: s.info.Flag, Method: s.info.Name,
-		ZeroOnControl: s.zeroOnControl,
+		ZeroOnControl: s.zeros == zerosOnLead,
 	}
 	for _, b := range mem.Blocks() {
 		if len(b.Data)%cfg.PageSize != 0 {
@@ -207,16 +354,7 @@ func newSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig, qemu
 		}()
 	}
 	s.ctlDone = make(chan struct{})
-	if s.qemu {
-		close(s.ctlDone) // the main channel: nothing comes back on it
-		return s, nil
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(s.ctlDone)
-		s.readControl()
-	}()
+	s.lead.watch(s)
 	return s, nil
 }
 
@@ -228,38 +366,12 @@ func (s *Sender) open(ctx context.Context, d Dialer, hello []byte) error {
 	defer stop()
 	ctl, err := d.Dial(ctx)
 	if err != nil {
-		if s.qemu {
-			return fmt.Errorf("connect main channel: %w", err)
-		}
-		return fmt.Errorf("connect control channel: %w", err)
+		return fmt.Errorf("connect %s: %w", s.lead.name(), err)
 	}
-	s.failMu.Lock()
-	s.ctl = ctl
-	s.failMu.Unlock()
-	if s.qemu {
-		return s.openChannels(ctx, d, deadline)
+	s.setLead(ctl, s.lead.tells())
+	if err := s.lead.handshake(s, ctl, hello, deadline); err != nil {
+		return err
 	}
-	ctl.SetDeadline(deadline)
-	var magic [4]byte
-	be.PutUint32(magic[:], wire.ControlMagic)
-	if _, err := ctl.Write(magic[:]); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
-	}
-	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
-	}
-	typ, body, err := wire.ReadMessage(ctl, nil)
-	switch {
-	case err == io.EOF:
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w before accepting the transfer", ErrPeerGone)}
-	case err != nil:
-		return &ChannelError{Channel: -1, Err: err}
-	case typ == wire.MsgError:
-		return remoteError("receiver", body)
-	case typ != wire.MsgAccept:
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: message %#x instead of accept", ErrBadControl, typ)}
-	}
-	ctl.SetDeadline(time.Time{})
 	return s.openChannels(ctx, d, deadline)
 }
 
@@ -272,9 +384,10 @@ func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time)
 			return &ChannelError{Channel: i, Err: fmt.Errorf("connect: %w", err)}
 		}
 		c := &sendChan{id: i, s: s, conn: conn, work: make(chan struct{}, 1)}
-		s.failMu.Lock()
+		s.mu.Lock()
 		s.chans = append(s.chans, c)
-		s.failMu.Unlock()
+		s.conns = append(s.conns, conn)
+		s.mu.Unlock()
 		init := wire.Init{UUID: s.cfg.UUID, ID: uint8(i)}
 		b, _ := init.AppendBinary(nil)
 		conn.SetWriteDeadline(deadline)
@@ -440,10 +553,7 @@ func (s *Sender) Sync() error {
 // sync sends a SYNC on every channel and then the sync marker on the
 // control channel.
 func (s *Sender) sync() error {
-	if err := s.flush(); err != nil {
-		return err
-	}
-	if err := s.waitIdle(); err != nil {
+	if err := s.quiesce(); err != nil {
 		return err
 	}
 	for _, c := range s.chans {
@@ -456,12 +566,7 @@ func (s *Sender) sync() error {
 	}
 	s.syncs++
 	s.releaseIdle()
-	if s.qemu {
-		return nil // the caller's main stream carries the marker
-	}
-	var b [8]byte
-	be.PutUint64(b[:], s.syncs)
-	return s.control(wire.MsgSync, b[:])
+	return s.lead.synced(s)
 }
 
 // SendDeviceState queues a device-state blob (QEMU 10's
@@ -536,43 +641,7 @@ func (s *Sender) finish() error {
 	if err := s.failure(); err != nil {
 		return err
 	}
-	if s.qemu {
-		return s.finishQEMU()
-	}
-	if err := s.sync(); err != nil {
-		return err
-	}
-	var packets uint64
-	for _, c := range s.chans { // all idle: the counts are final
-		packets += c.ctr.packets.Load()
-	}
-	end := wire.End{Syncs: s.syncs, Packets: packets}
-	b, _ := end.AppendBinary(nil)
-	if err := s.control(wire.MsgEnd, b); err != nil {
-		return err
-	}
-	// Every channel is idle: end their goroutines and their streams.
-	for _, c := range s.chans {
-		close(c.work)
-	}
-	for _, c := range s.chans {
-		c.conn.Close()
-	}
-	var timeout <-chan time.Time
-	if s.cfg.Timeout > 0 {
-		t := time.NewTimer(s.cfg.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case <-s.done:
-		s.elapsed.Store(int64(time.Since(s.start)))
-		return nil
-	case <-s.ctx.Done():
-		return s.failure()
-	case <-timeout:
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("no confirmation from the receiver within %v", s.cfg.Timeout)}
-	}
+	return s.lead.finish(s)
 }
 
 // Stats returns the transfer's statistics so far. It may be called from
@@ -593,10 +662,7 @@ func (s *Sender) Stats() Stats {
 }
 
 func (s *Sender) dialect() Dialect {
-	if s.qemu {
-		return s.cfg.Dialect
-	}
-	if s.zeroOnControl {
+	if s.cfg.Dialect == Dialect72 {
 		return Dialect72
 	}
 	return Dialect10
@@ -665,68 +731,6 @@ func (s *Sender) readControl() {
 	}
 }
 
-// fail records the first error, tells the receiver, and stops every
-// channel by closing its connection. It may be called from any goroutine.
-func (s *Sender) fail(err error) {
-	s.failMu.Lock()
-	var first bool
-	s.err, first = firstError(s.err, err)
-	ctl := s.ctl
-	s.failMu.Unlock()
-	if !first {
-		return
-	}
-	if ctl == nil || s.qemu {
-		s.cancel(err)
-		s.closeConns()
-		return
-	}
-	if !isRemote(err) {
-		// Best effort, bounded: the receiver reports our reason. Only
-		// then is the transfer cancelled, so that nothing closes the
-		// control channel under this message.
-		ctl.SetWriteDeadline(time.Now().Add(errorGrace))
-		s.ctlMu.Lock()
-		wire.WriteMessage(ctl, wire.MsgError, errorMessage("sender", err))
-		s.ctlMu.Unlock()
-	}
-	s.cancel(err)
-	s.stopChannels(ctl, errors.Is(err, ErrPeerGone))
-}
-
-// stopChannels closes every multifd connection. When the receiver hung
-// up on us, the control channel stays readable for errorGrace, so that
-// readControl can pick up the receiver's reason.
-func (s *Sender) stopChannels(ctl net.Conn, listen bool) {
-	s.failMu.Lock()
-	defer s.failMu.Unlock()
-	for _, c := range s.chans {
-		c.conn.Close()
-	}
-	if listen {
-		ctl.SetReadDeadline(time.Now().Add(errorGrace))
-	} else {
-		ctl.Close()
-	}
-}
-
-func (s *Sender) failure() error {
-	s.failMu.Lock()
-	defer s.failMu.Unlock()
-	return s.err
-}
-
-func (s *Sender) closeConns() {
-	s.failMu.Lock()
-	defer s.failMu.Unlock()
-	if s.ctl != nil {
-		s.ctl.Close()
-	}
-	for _, c := range s.chans {
-		c.conn.Close()
-	}
-}
-
 // release runs every method's send cleanup and ends the memory shared
 // with the method.
 func (s *Sender) release() {
@@ -786,7 +790,7 @@ func (c *sendChan) send(p *sendPacket) error {
 	switch p.kind {
 	case kindSync:
 		c.rh = wire.RAM{Flags: wire.FlagSync, PacketNum: s.packetNum.Add(1) - 1, Offsets: c.offs[:0]}
-		if s.zeroOnControl || s.zeroAsNormal {
+		if s.zeros != zerosInPackets {
 			c.rh.PagesAlloc = uint32(s.cfg.PacketPages) // as QEMU 7.2's SYNC packets
 		}
 		c.hdr, err = c.rh.AppendBinary(c.hdr[:0], s.cfg.PacketPages)
@@ -835,14 +839,14 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	data := p.block.data
 	c.offs, c.zeros = c.offs[:0], c.zeros[:0]
 	for _, off := range p.offsets {
-		if !s.zeroAsNormal && IsZero(data[off:off+ps]) {
+		if s.zeros != zerosAsNormal && IsZero(data[off:off+ps]) {
 			c.zeros = append(c.zeros, off)
 		} else {
 			c.offs = append(c.offs, off)
 		}
 	}
 	normal := len(c.offs)
-	if s.zeroOnControl && len(c.zeros) > 0 {
+	if s.zeros == zerosOnLead && len(c.zeros) > 0 {
 		// QEMU 7.2's dialect: zero pages go on the control channel, ahead
 		// of the next sync marker; packets carry normal pages only.
 		c.zbody = wire.AppendZero(c.zbody[:0], p.block.name, c.zeros)
@@ -917,25 +921,6 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	return nil
 }
 
-// finishQEMU ends a migration to a QEMU destination: once every channel
-// has written its last packet, the channels close, then the main one.
-func (s *Sender) finishQEMU() error {
-	if err := s.written(); err != nil {
-		return err
-	}
-	for _, c := range s.chans {
-		close(c.work)
-	}
-	s.failMu.Lock()
-	for _, c := range s.chans {
-		c.conn.Close()
-	}
-	s.ctl.Close()
-	s.failMu.Unlock()
-	s.elapsed.Store(int64(time.Since(s.start)))
-	return nil
-}
-
 // Flush returns once everything queued so far is written, without a
 // SYNC: after it, the queued pages may change.
 func (s *Sender) Flush() error {
@@ -947,20 +932,26 @@ func (s *Sender) Flush() error {
 
 // written flushes the packet being filled and waits for every channel.
 func (s *Sender) written() error {
-	if err := s.flush(); err != nil {
-		return err
-	}
-	if err := s.waitIdle(); err != nil {
+	if err := s.quiesce(); err != nil {
 		return err
 	}
 	s.releaseIdle()
 	return nil
 }
 
+// quiesce flushes the packet being filled and takes every channel's
+// ready token: everything queued is written and no channel is busy.
+func (s *Sender) quiesce() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	return s.waitIdle()
+}
+
 // WriteMain writes b to a QEMU destination's main channel (see
 // [NewQEMUSender]).
 func (s *Sender) WriteMain(b []byte) error {
-	if !s.qemu {
+	if _, ok := s.lead.(mainSendLead); !ok {
 		return errors.New("WriteMain: not a sender to a QEMU destination")
 	}
 	if err := s.failure(); err != nil {
