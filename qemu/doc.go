@@ -3,8 +3,10 @@
 // capability, and a [Sender] that feeds one to a real QEMU destination,
 // byte for byte on QEMU's wire (docs/wire-multifd.md): the main stream
 // and N multifd channels, zero pages as offsets (10.0) or main-stream
-// records (7.2), SYNCs ordered by the main stream's markers. [Methods]
-// are QEMU's multifd-compression methods: none, zlib and zstd.
+// records (7.2), SYNCs ordered by the main stream's markers. The main
+// stream's parser (header, configuration, the RAM sections, the device
+// state it keeps verbatim) is this package's; [Methods] are QEMU's
+// multifd-compression methods: none, zlib and zstd.
 //
 // The engine under both (channel goroutines, packets, the SYNC barrier,
 // page claims, one failure path) is the one package core's Sender and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/engine"
@@ -55,54 +54,6 @@ func CheckMethod(m sdk.Method) error {
 	}
 	return nil
 }
-
-// Config configures a [Receiver]. Like QEMU's own destination, it must
-// be told what the source uses: nothing on the wire negotiates the
-// channel count or the method. Channels is the source's
-// multifd-channels; Method its multifd-compression (nil is none);
-// Dialect, when set, the dialect the source must speak (otherwise the
-// stream tells); UUID the source's -uuid. Main, when set, receives every
-// byte of the main channel; OnSync runs at every sync point (its
-// [SyncPoint.Main] holds the main stream up to the marker), OnPages as
-// pages land; see the engine's field docs.
-type Config = engine.QEMUConfig
-
-// Stats describes a migration from a QEMU source.
-type Stats = engine.QEMUStats
-
-// SyncPoint is a sync point as an OnSync hook sees it (see
-// [core.SyncPoint]); Main is the main stream's bytes since the last one.
-type SyncPoint = engine.SyncPoint
-
-// Receiver receives a live migration from a QEMU 7.2 or 10.0 source with
-// the multifd capability: the main channel and N multifd channels, told
-// apart by their first four bytes. It reads the main stream's RAM
-// sections (block list, zero pages, pages, the markers that order the
-// multifd SYNCs), applies the multifd packets, and keeps the device state
-// that follows the RAM unparsed (see Config.Main).
-type Receiver struct {
-	q *engine.QEMUReceiver
-}
-
-// NewReceiver returns a receiver for one QEMU migration.
-func NewReceiver(cfg Config) *Receiver { return &Receiver{engine.NewQEMUReceiver(cfg)} }
-
-// Receive runs the migration: it accepts the main channel and the
-// multifd channels from ln, and returns the destination once the source
-// has closed the main channel after the last RAM section and every
-// multifd channel has delivered its last SYNC. It closes ln and leaves no
-// goroutine behind.
-func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (core.Memory, error) {
-	return r.q.Receive(ctx, ln)
-}
-
-// Stats returns the migration's statistics so far; any goroutine may call.
-func (r *Receiver) Stats() Stats { return r.q.Stats() }
-
-// MainTail is, with an OnSync hook, the main stream after the last sync
-// point (the device state and the end of the stream), once Receive has
-// returned without error.
-func (r *Receiver) MainTail() []byte { return r.q.MainTail() }
 
 // Sender migrates to a real QEMU destination (QEMU run with -incoming,
 // the multifd capability, the same multifd-channels and

@@ -1,10 +1,11 @@
-package engine
+package qemu
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/pagewire/pagewire/core"
 	"io"
 	"runtime"
 	"strings"
@@ -30,7 +31,7 @@ type qfZero struct {
 type qfSink struct {
 	tb       testing.TB
 	sizes    map[string]uint64 // from blocks
-	infos    []BlockInfo
+	infos    []core.BlockInfo
 	blockN   int // blocks calls
 	zeros    []qfZero
 	pages    map[string][]byte // block/offset -> content
@@ -46,14 +47,14 @@ func newQFSink(tb testing.TB) *qfSink {
 	return &qfSink{tb: tb, pages: map[string][]byte{}, failFill: -1}
 }
 
-func (s *qfSink) blocks(infos []BlockInfo) error {
+func (s *qfSink) Blocks(infos []core.BlockInfo) error {
 	s.blockN++
 	if s.blockN > 1 {
 		s.tb.Errorf("blocks called %d times", s.blockN)
 	}
 	s.sizes = map[string]uint64{}
 	for _, b := range infos {
-		if b.Name == "" || b.Size == 0 || b.Size%DefaultPageSize != 0 || b.Size > maxBlockSize {
+		if b.Name == "" || b.Size == 0 || b.Size%core.DefaultPageSize != 0 || b.Size > maxBlockSize {
 			s.tb.Errorf("blocks: bad block %+v", b)
 		}
 		if _, dup := s.sizes[b.Name]; dup {
@@ -64,7 +65,7 @@ func (s *qfSink) blocks(infos []BlockInfo) error {
 	if len(infos) > maxRAMBlocks {
 		s.tb.Errorf("blocks: %d blocks", len(infos))
 	}
-	s.infos = append([]BlockInfo(nil), infos...)
+	s.infos = append([]core.BlockInfo(nil), infos...)
 	if s.failBlk {
 		return errQFSink
 	}
@@ -80,14 +81,14 @@ func (s *qfSink) check(what, block string, off uint64) {
 		s.tb.Errorf("%s %q@%#x before the block list", what, block, off)
 	case !ok:
 		s.tb.Errorf("%s in unknown block %q", what, block)
-	case off%DefaultPageSize != 0:
+	case off%core.DefaultPageSize != 0:
 		s.tb.Errorf("%s %q@%#x: offset not page aligned", what, block, off)
-	case off >= size || off+DefaultPageSize > size:
+	case off >= size || off+core.DefaultPageSize > size:
 		s.tb.Errorf("%s %q@%#x: beyond the block's %#x bytes", what, block, off, size)
 	}
 }
 
-func (s *qfSink) zero(block string, off uint64, fill byte) error {
+func (s *qfSink) Zero(block string, off uint64, fill byte) error {
 	s.check("zero", block, off)
 	s.zeros = append(s.zeros, qfZero{block, off, fill})
 	if int(fill) == s.failFill {
@@ -96,28 +97,28 @@ func (s *qfSink) zero(block string, off uint64, fill byte) error {
 	return nil
 }
 
-func (s *qfSink) page(block string, off uint64, r io.Reader) error {
+func (s *qfSink) Page(block string, off uint64, r io.Reader) error {
 	s.check("page", block, off)
 	s.pageN++
-	b := make([]byte, DefaultPageSize+1)
+	b := make([]byte, core.DefaultPageSize+1)
 	n, err := io.ReadFull(r, b)
 	switch {
-	case n > DefaultPageSize:
+	case n > core.DefaultPageSize:
 		s.tb.Errorf("page %q@%#x: the reader gives more than a page", block, off)
-	case n < DefaultPageSize:
-		// As qemuSink: a short page is the stream's fault.
+	case n < core.DefaultPageSize:
+		// As engine.Stream: a short page is the stream's fault.
 		return fmt.Errorf("%w: page record: stream ends early", ErrBadStream)
 	case err != io.ErrUnexpectedEOF:
 		s.tb.Errorf("page %q@%#x: ReadFull: %v", block, off, err)
 	}
-	s.pages[fmt.Sprintf("%s@%#x", block, off)] = b[:DefaultPageSize]
+	s.pages[fmt.Sprintf("%s@%#x", block, off)] = b[:core.DefaultPageSize]
 	if s.failPage {
 		return errQFSink
 	}
 	return nil
 }
 
-func (s *qfSink) eos() error {
+func (s *qfSink) Sync() error {
 	s.eosN++
 	if s.eosN == s.failEOS {
 		return errQFSink
@@ -157,7 +158,7 @@ func (w *qfBuf) start(typ byte, id uint32, name string, instance, version uint32
 	return w.u8(typ).u32(id).str(name).u32(instance).u32(version)
 }
 
-func (w *qfBuf) memSize(blocks ...BlockInfo) *qfBuf {
+func (w *qfBuf) memSize(blocks ...core.BlockInfo) *qfBuf {
 	var total uint64
 	for _, b := range blocks {
 		total += b.Size
@@ -189,7 +190,7 @@ func (w *qfBuf) page(block string, off uint64, data []byte) *qfBuf {
 
 const qfRAMID = 2
 
-var qfBlocks = []BlockInfo{
+var qfBlocks = []core.BlockInfo{
 	{Name: "pc.ram", Size: 1 << 20},
 	{Name: "vga.vram", Size: 64 << 10},
 	{Name: "/rom@etc/acpi/tables", Size: 128 << 10},
@@ -209,7 +210,7 @@ func qfEnd(w *qfBuf) *qfBuf {
 }
 
 func qfPageData(seed byte) []byte {
-	b := make([]byte, DefaultPageSize)
+	b := make([]byte, core.DefaultPageSize)
 	for i := range b {
 		b[i] = seed + byte(i*7)
 	}
@@ -352,7 +353,7 @@ func TestQEMUFileTable(t *testing.T) {
 	// message that says what is wrong.
 	ram := func() *qfBuf { return qfPrefix() }
 	part := func() *qfBuf { return ram().u8(vmSectionPart).u32(qfRAMID) }
-	ramStart := func(blocks ...BlockInfo) *qfBuf {
+	ramStart := func(blocks ...core.BlockInfo) *qfBuf {
 		return new(qfBuf).header().config(qfMachine).start(vmSectionStart, qfRAMID, "ram", 0, ramSectionVersion).memSize(blocks...)
 	}
 	memSizeRaw := func(total uint64) *qfBuf {
@@ -399,7 +400,7 @@ func TestQEMUFileTable(t *testing.T) {
 		{"duplicate block", memSizeRaw(0x2000).str("pc.ram").u64(0x1000).str("pc.ram").u64(0x1000).b, `RAM block "pc.ram" listed twice`},
 		{"block size 0", memSizeRaw(0x1000).str("pc.ram").u64(0).b, `RAM block "pc.ram" of 0 bytes`},
 		{"block size not a page multiple", memSizeRaw(0x2000).str("pc.ram").u64(0x1800).b, `RAM block "pc.ram" of 6144 bytes`},
-		{"block beyond 16 TiB", memSizeRaw(0xfffffffffffff000).str("pc.ram").u64(maxBlockSize + DefaultPageSize).b, "RAM block \"pc.ram\" of"},
+		{"block beyond 16 TiB", memSizeRaw(0xfffffffffffff000).str("pc.ram").u64(maxBlockSize + core.DefaultPageSize).b, "RAM block \"pc.ram\" of"},
 		{"block without a name", memSizeRaw(0x1000).str("").u64(0x1000).b, "RAM block without a name"},
 		{"second MEM_SIZE", ram().u8(vmSectionPart).u32(qfRAMID).memSize(qfBlocks...).b, "second MEM_SIZE record"},
 		{"MEM_SIZE with ZERO flag", ram().u8(vmSectionPart).u32(qfRAMID).u64(ramFlagMemSize | ramFlagZero).b, "MEM_SIZE record with flags 0x6"},
@@ -421,7 +422,7 @@ func TestQEMUFileTable(t *testing.T) {
 	// More than maxRAMBlocks blocks, under a huge total.
 	many := memSizeRaw(0xfffffffffffff000)
 	for i := range maxRAMBlocks + 1 {
-		many.str(fmt.Sprintf("b%d", i)).u64(DefaultPageSize)
+		many.str(fmt.Sprintf("b%d", i)).u64(core.DefaultPageSize)
 	}
 	bad = append(bad, struct {
 		name string

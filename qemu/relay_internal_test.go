@@ -1,4 +1,4 @@
-package engine
+package qemu
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core"
 )
 
 // TestQEMUSenderRelay plays a QEMU source with NewQEMUSender (its main
@@ -34,18 +35,18 @@ func TestQEMUSenderRelay(t *testing.T) {
 // reports none); the sets per interval are the same.
 func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 	rng := rand.New(rand.NewPCG(1, uint64(len(dialect))))
-	src := Blocks{}
+	src := core.Blocks{}
 	for _, b := range qfBlocks {
 		data := make([]byte, b.Size)
-		for i := 0; i < len(data); i += DefaultPageSize {
+		for i := 0; i < len(data); i += core.DefaultPageSize {
 			if rng.IntN(4) > 0 { // a quarter stays zero
 				fill := byte(rng.IntN(255) + 1)
-				for j := range DefaultPageSize {
+				for j := range core.DefaultPageSize {
 					data[i+j] = fill ^ byte(j)
 				}
 			}
 		}
-		src = append(src, Block{Name: b.Name, Data: data})
+		src = append(src, core.Block{Name: b.Name, Data: data})
 	}
 	// Three intervals after the setup's sync point: each sends some pages
 	// of pc.ram by multifd (some twice, the second copy changed) and a
@@ -54,17 +55,17 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 	var intervals [][]uint64
 	for k := range 3 {
 		var offs []uint64
-		for p := k; p < len(pc)/DefaultPageSize; p += 3 {
-			if !IsZero(pc[p*DefaultPageSize : (p+1)*DefaultPageSize]) {
-				offs = append(offs, uint64(p*DefaultPageSize))
+		for p := k; p < len(pc)/core.DefaultPageSize; p += 3 {
+			if !core.IsZero(pc[p*core.DefaultPageSize : (p+1)*core.DefaultPageSize]) {
+				offs = append(offs, uint64(p*core.DefaultPageSize))
 			}
 		}
 		intervals = append(intervals, offs)
 	}
 	zeroPage := func(k int) uint64 {
 		for p := k; ; p += 3 {
-			if IsZero(pc[p*DefaultPageSize : (p+1)*DefaultPageSize]) {
-				return uint64(p * DefaultPageSize)
+			if core.IsZero(pc[p*core.DefaultPageSize : (p+1)*core.DefaultPageSize]) {
+				return uint64(p * core.DefaultPageSize)
 			}
 		}
 	}
@@ -101,7 +102,7 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 		seenPgs  [][]uint64
 		landed   []uint64 // OnPages since the last sync point
 	)
-	cfg := QEMUConfig{Channels: 2, Dialect: dialect}
+	cfg := Config{Channels: 2, Dialect: dialect}
 	if eager {
 		cfg.OnPages = func(block string, offs []uint64) {
 			mu.Lock()
@@ -131,11 +132,11 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 		seenPgs = append(seenPgs, offs)
 		return err
 	}
-	q := NewQEMUReceiver(cfg)
+	q := NewReceiver(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	type result struct {
-		mem Memory
+		mem core.Memory
 		err error
 	}
 	done := make(chan result, 1)
@@ -143,7 +144,7 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 		mem, err := q.Receive(ctx, ln)
 		done <- result{mem, err}
 	}()
-	s, err := NewQEMUSender(ctx, dialer, src, SenderConfig{Channels: 2, Dialect: dialect})
+	s, err := NewSender(ctx, dialer, src, core.SenderConfig{Channels: 2, Dialect: dialect})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func testQEMUSenderRelay(t *testing.T, dialect Dialect, eager bool) {
 				// destination: compare those that were sent.
 				for _, offs := range intervals {
 					for _, off := range offs {
-						if !bytes.Equal(got[i].Data[off:off+DefaultPageSize], b.Data[off:off+DefaultPageSize]) {
+						if !bytes.Equal(got[i].Data[off:off+core.DefaultPageSize], b.Data[off:off+core.DefaultPageSize]) {
 							t.Fatalf("pc.ram page %#x differs", off)
 						}
 					}

@@ -1,13 +1,17 @@
-package engine
+package qemu
 
 import (
 	"bufio"
 	"bytes"
-	"errors"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"sync/atomic"
+
+	"github.com/pagewire/pagewire/core"
 )
+
+var be = binary.BigEndian
 
 // QEMU main migration stream (QEMUFile) constants, migration/savevm.h and
 // migration/ram.c.
@@ -41,46 +45,14 @@ const (
 	maxBlockSize      = 1 << 44 // 16 TiB
 )
 
-// Dialect is a version of QEMU's multifd protocol as seen on the wire.
-type Dialect string
-
-// The dialects pagewire speaks.
-const (
-	// Dialect72 is QEMU 7.2's: zero pages on the main channel, a SYNC on
-	// every channel at every end of a RAM section (EOS). QEMU 8.x and
-	// later speak it with multifd-flush-after-each-section on (machine
-	// types up to 8.0) and zero-page-detection legacy.
-	Dialect72 Dialect = "7.2"
-	// Dialect10 is QEMU 10.0's (since 8.x): zero pages as offsets in
-	// multifd packets, SYNC at RAM_SAVE_FLAG_MULTIFD_FLUSH, SYNC packets
-	// without pages, SWITCHOVER_START before the end.
-	Dialect10 Dialect = "10.0"
-)
-
-// ParseDialect reads "7.2", "10.0" (or "10"), or "" / "auto" for none.
-func ParseDialect(s string) (Dialect, error) {
-	switch s {
-	case "", "auto":
-		return "", nil
-	case "7.2":
-		return Dialect72, nil
-	case "10", "10.0":
-		return Dialect10, nil
-	}
-	return "", fmt.Errorf("unknown dialect %q: want 7.2 or 10.0", s)
-}
-
-// ErrBadStream reports a QEMU main migration stream pagewire cannot read.
-var ErrBadStream = errors.New("bad QEMU migration stream")
-
 // ramSink is what the main stream's "ram" section does to the
 // destination. It is an interface so that the parser can be fuzzed alone.
 type ramSink interface {
-	blocks([]BlockInfo) error
-	zero(block string, off uint64, fill byte) error
-	page(block string, off uint64, r io.Reader) error
-	// eos is an end-of-section marker: the multifd channels' SYNC point.
-	eos() error
+	Blocks([]core.BlockInfo) error
+	Zero(block string, off uint64, fill byte) error
+	Page(block string, off uint64, r io.Reader) error
+	// Sync is a sync marker: the multifd channels' SYNC point.
+	Sync() error
 }
 
 // qemuFile parses a QEMU 7.2 main migration stream: header,
@@ -346,7 +318,7 @@ func (q *qemuFile) setDialect(d Dialect, marker string) error {
 
 func (q *qemuFile) sync() error {
 	q.SyncPoints.Add(1)
-	return q.sink.eos()
+	return q.sink.Sync()
 }
 
 // ramSectionBody reads RAM records up to EOS, then the section footer.
@@ -356,7 +328,7 @@ func (q *qemuFile) ramSectionBody(id uint32) error {
 		if err != nil {
 			return err
 		}
-		flags, addr := af&(DefaultPageSize-1), af&^(DefaultPageSize-1)
+		flags, addr := af&(core.DefaultPageSize-1), af&^(core.DefaultPageSize-1)
 		switch {
 		case flags&ramFlagMemSize != 0:
 			if flags != ramFlagMemSize {
@@ -408,15 +380,15 @@ func (q *qemuFile) ramSectionBody(id uint32) error {
 					return err
 				}
 				q.ZeroPages.Add(1)
-				if err := q.sink.zero(block, addr, fill); err != nil {
+				if err := q.sink.Zero(block, addr, fill); err != nil {
 					return err
 				}
 			case ramFlagPage:
 				q.Pages.Add(1)
-				if err := q.sink.page(block, addr, io.LimitReader(q.r, DefaultPageSize)); err != nil {
+				if err := q.sink.Page(block, addr, io.LimitReader(q.r, core.DefaultPageSize)); err != nil {
 					return err
 				}
-				q.off += DefaultPageSize
+				q.off += core.DefaultPageSize
 			default:
 				return q.errf("page record with flags %#x", flags)
 			}
@@ -454,7 +426,7 @@ func (q *qemuFile) memSize(total uint64) error {
 		return q.errf("second MEM_SIZE record")
 	}
 	q.blockSizes = make(map[string]uint64)
-	var infos []BlockInfo
+	var infos []core.BlockInfo
 	var sum uint64
 	for sum < total {
 		if len(infos) == maxRAMBlocks {
@@ -471,7 +443,7 @@ func (q *qemuFile) memSize(total uint64) error {
 		switch {
 		case name == "":
 			return q.errf("RAM block without a name")
-		case size == 0 || size%DefaultPageSize != 0 || size > maxBlockSize:
+		case size == 0 || size%core.DefaultPageSize != 0 || size > maxBlockSize:
 			return q.errf("RAM block %q of %d bytes", name, size)
 		case q.blockSizes[name] != 0:
 			return q.errf("RAM block %q listed twice", name)
@@ -479,10 +451,10 @@ func (q *qemuFile) memSize(total uint64) error {
 			return q.errf("RAM blocks add up to more than the announced %d bytes", total)
 		}
 		q.blockSizes[name] = size
-		infos = append(infos, BlockInfo{Name: name, Size: size})
+		infos = append(infos, core.BlockInfo{Name: name, Size: size})
 		sum += size
 	}
-	return q.sink.blocks(infos)
+	return q.sink.Blocks(infos)
 }
 
 func (q *qemuFile) footer(id uint32) error {
