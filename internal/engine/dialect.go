@@ -36,4 +36,3 @@ func ParseDialect(s string) (Dialect, error) {
 
 // ErrBadStream reports a QEMU main migration stream pagewire cannot read.
 var ErrBadStream = errors.New("bad QEMU migration stream")
-
