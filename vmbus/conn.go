@@ -83,7 +83,7 @@ func (m *msgConn) recv(b, oob []byte) (int, []int, error) {
 	if oobn > 0 {
 		cmsgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 		if perr != nil {
-			return 0, nil, fmt.Errorf("%w: control data: %v", ErrBadMessage, perr)
+			return 0, nil, fmt.Errorf("%w: control data: %w", ErrBadMessage, perr)
 		}
 		for _, c := range cmsgs {
 			if f, err := unix.ParseUnixRights(&c); err == nil {
@@ -256,7 +256,7 @@ func (l *link) readLoop(handle func(Message, []int) error) {
 			} else if errors.Is(err, ErrBadMessage) {
 				l.fail(err)
 			} else {
-				l.fail(fmt.Errorf("%w: %v", ErrPeerGone, err))
+				l.fail(fmt.Errorf("%w: %w", ErrPeerGone, err))
 			}
 			return
 		}

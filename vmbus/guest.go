@@ -84,7 +84,7 @@ func NewGuest(ctx context.Context, uc *net.UnixConn, cfg GuestConfig) (*Guest, e
 		if f := g.failure(); f != nil {
 			err = f // the root cause: what the host sent, or that it went
 		}
-		g.fail(fmt.Errorf("%w: %v", ErrPeerGone, err))
+		g.fail(fmt.Errorf("%w: %w", ErrPeerGone, err))
 		g.wg.Wait()
 		return nil, err
 	}
@@ -534,7 +534,7 @@ func (g *Guest) failChannels(err error) {
 	}
 	g.mu.Unlock()
 	for _, c := range chans {
-		c.fail(fmt.Errorf("%w: %v", ErrPeerGone, err))
+		c.fail(fmt.Errorf("%w: %w", ErrPeerGone, err))
 	}
 }
 

@@ -86,14 +86,14 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 		r.br = bufio.NewReaderSize(&r.in, 64<<10)
 		zr, err := kzlib.NewReader(r.br)
 		if err != nil {
-			r.broken = fmt.Errorf("%w: zlib header: %v", sdk.ErrCorrupt, err)
+			r.broken = fmt.Errorf("%w: zlib header: %w", sdk.ErrCorrupt, err)
 			return r.broken
 		}
 		r.r = zr
 	}
 	if err := r.in.Fill(r.r, p.Pages); err != nil {
 		// The stream cannot be trusted past a bad packet.
-		r.broken = fmt.Errorf("%w: %v", sdk.ErrCorrupt, err)
+		r.broken = fmt.Errorf("%w: %w", sdk.ErrCorrupt, err)
 		return r.broken
 	}
 	return nil

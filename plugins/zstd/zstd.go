@@ -95,7 +95,7 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	defer r.in.End()
 	if err := r.in.Fill(r.d, p.Pages); err != nil {
 		// The stream cannot be trusted past a bad packet.
-		r.broken = fmt.Errorf("%w: %v", sdk.ErrCorrupt, err)
+		r.broken = fmt.Errorf("%w: %w", sdk.ErrCorrupt, err)
 		return r.broken
 	}
 	return nil
