@@ -38,15 +38,8 @@ func TestQEMUDialectInsisted(t *testing.T) {
 		{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2", qemu.Dialect10, "RAM_SAVE_FLAG_EOS before any MULTIFD_FLUSH: not the QEMU 10.0 dialect"},
 	} {
 		t.Run(c.set, func(t *testing.T) {
-			dir, err := qemuvectors.Dir(c.env, c.set)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cases, err := qemuvectors.List(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = replayCase(t, cases[0], c.insist)
+			cases := qemuvectors.Cases(t, c.env, c.set)
+			_, err := replayCase(t, cases[0], c.insist)
 			if !errors.Is(err, qemu.ErrBadStream) || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("%v, want ErrBadStream: %s", err, c.msg)
 			}
@@ -102,14 +95,7 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect qemu.Dialect) (*qemu.R
 }
 
 func testVectors(t *testing.T, env, set string, want qemu.Dialect) {
-	dir, err := qemuvectors.Dir(env, set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases, err := qemuvectors.List(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cases := qemuvectors.Cases(t, env, set)
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			q, err := replayCase(t, c, "")

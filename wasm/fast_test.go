@@ -130,14 +130,7 @@ func TestQEMUVectorsC(t *testing.T) {
 	m := load(t, "zstd-c", wasm.Config{})
 	n := 0
 	for _, set := range []struct{ env, name string }{{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2"}, {"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0"}} {
-		dir, err := qemuvectors.Dir(set.env, set.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cases, err := qemuvectors.List(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cases := qemuvectors.Cases(t, set.env, set.name)
 		for _, c := range cases {
 			if c.Method != "zstd" {
 				continue

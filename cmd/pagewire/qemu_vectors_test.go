@@ -20,14 +20,7 @@ func TestQEMURecvReplay(t *testing.T) {
 		{"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0", "10.0"},
 		{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2", "7.2"},
 	} {
-		dir, err := qemuvectors.Dir(set.env, set.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cases, err := qemuvectors.List(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cases := qemuvectors.Cases(t, set.env, set.name)
 		for _, c := range cases {
 			t.Run(set.name+"/"+c.Name, func(t *testing.T) {
 				streams, err := c.LoadAll()

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -65,6 +66,21 @@ type Case struct {
 }
 
 // List reads the manifest of the vector set in dir.
+// Cases finds the set (see Dir) and lists its cases, failing tb when
+// either fails.
+func Cases(tb testing.TB, env, set string) []Case {
+	tb.Helper()
+	dir, err := Dir(env, set)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cases, err := List(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cases
+}
+
 func List(dir string) ([]Case, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "MANIFEST.json"))
 	if err != nil {
