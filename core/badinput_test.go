@@ -405,13 +405,17 @@ type badCase struct {
 
 var badCases = []badCase{
 	// Channel handshakes.
+	// A connection that is not the transfer's is dropped: it fails the
+	// transfer only by the channel that then does not come.
 	{name: "init/bad magic",
+		cfg: func(c *core.ReceiverConfig) { c.HandshakeTimeout = 400 * time.Millisecond },
 		script: func(h *hostile, _ *hostileRun) {
 			h.connect(0)
 			h.channel(patch32(initBytes(hostileUUID, 1), 0, 0xdeadbeef))
 		},
 		want: core.ErrBadHandshake, channel: -1, msg: "unknown magic 0xdeadbeef"},
 	{name: "init/QEMU main channel",
+		cfg:    func(c *core.ReceiverConfig) { c.HandshakeTimeout = 400 * time.Millisecond },
 		script: func(h *hostile, _ *hostileRun) { h.connect(0); h.channel([]byte("QEVM\x00\x00\x00\x03")) },
 		want:   core.ErrBadHandshake, channel: -1, msg: "a QEMU migration stream"},
 	{name: "init/bad version",

@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +59,21 @@ type transfer struct {
 	ctlSync uint64
 	end     wire.End
 	gotEnd  bool
+
+	// unsorted are the connections not yet classified (under mu): the
+	// handshake closes them once the transfer has all its channels.
+	// strays counts the ones that were not the transfer's, lastStray is
+	// the last of them.
+	unsorted  map[net.Conn]bool
+	strays    int
+	lastStray *strayError
+
+	// progress is when a packet or message last arrived, or a hook
+	// last returned (unix ns); hooking counts hooks running. A Timeout
+	// bounds a stall of the whole transfer, not the idleness of one
+	// connection (see readStart).
+	progress atomic.Int64
+	hooking  atomic.Int32
 
 	// lead is the transfer's lead channel: pagewire's control channel
 	// (ctl) or a QEMU source's main stream (main). fmt is what the
@@ -145,6 +162,78 @@ func (ctlLead) missing(t *transfer, got int) error {
 	return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %d of %d channels connected within %v", ErrBadHandshake, got, t.hello.Channels, t.cfg.HandshakeTimeout)}
 }
 
+// strayError is a connection that is not one of the transfer's: it sent
+// nothing, or something that is no channel of this kind of transfer.
+type strayError struct {
+	addr net.Addr
+	err  error
+}
+
+func (e *strayError) Error() string { return fmt.Sprintf("connection from %v: %v", e.addr, e.err) }
+func (e *strayError) Unwrap() error { return e.err }
+
+// describeMagic says what a connection's first four bytes look like.
+func describeMagic(b []byte) string {
+	switch {
+	case b[0] == 0x16 && b[1] == 0x03:
+		return "a TLS handshake, where this end expects no TLS"
+	case string(b) == "GET " || string(b) == "POST" || string(b) == "HEAD" || string(b) == "PUT " || string(b) == "HTTP":
+		return fmt.Sprintf("HTTP (%q)", b)
+	case b[0] >= 0x20 && b[0] < 0x7f && b[1] >= 0x20 && b[1] < 0x7f && b[2] >= 0x20 && b[2] < 0x7f && b[3] >= 0x20 && b[3] < 0x7f:
+		return fmt.Sprintf("unknown magic %q", b)
+	}
+	return fmt.Sprintf("unknown magic %#08x", be.Uint32(b))
+}
+
+// progressed records that the transfer moved on (see readStart).
+func (t *transfer) progressed() {
+	if t.cfg.Timeout > 0 {
+		t.progress.Store(time.Now().UnixNano())
+	}
+}
+
+// readStart reads b, the start of a packet or message, from conn. With
+// a Timeout, the read may wait as long as the transfer as a whole makes
+// progress (another channel's packets, the control channel's messages,
+// a hook that runs), and fails once nothing has moved for Timeout; the
+// rest of the packet or message must then follow within Timeout (the
+// deadline set here stays).
+func (t *transfer) readStart(conn net.Conn, b []byte) (int, error) {
+	if t.cfg.Timeout <= 0 {
+		return io.ReadFull(conn, b)
+	}
+	n := 0
+	for {
+		conn.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+		m, err := io.ReadFull(conn, b[n:])
+		n += m
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || t.ctx.Err() != nil {
+			return n, err
+		}
+		if m > 0 {
+			t.progressed()
+		}
+		idle := time.Since(time.Unix(0, t.progress.Load()))
+		if t.hooking.Load() == 0 && idle >= t.cfg.Timeout {
+			return n, fmt.Errorf("nothing arrived for %v: %w", idle.Round(time.Millisecond), err)
+		}
+	}
+}
+
+// errReader returns its error, for a message whose start failed to come.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) {
+	if r.err == nil {
+		return 0, io.EOF
+	}
+	return 0, r.err
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
 // transferKinds names the kinds of transfer by their lead's magic, for
 // a connection that opens with another kind's.
 var transferKinds = map[uint32]string{
@@ -180,6 +269,7 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 	}
 	r.mu.Unlock()
 
+	t.progressed()
 	for _, c := range t.chans {
 		wg.Add(1)
 		go func() {
@@ -301,11 +391,24 @@ func (t *transfer) handshake(wg *sync.WaitGroup) error {
 			}
 			pending = pending[:0]
 		case <-timer.C:
-			return t.lead.missing(t, got)
+			err := t.lead.missing(t, got)
+			t.mu.Lock()
+			if t.strays > 0 {
+				err = fmt.Errorf("%w; dropped %d connection(s) that were not this transfer's, the last: %v", err, t.strays, t.lastStray)
+			}
+			t.mu.Unlock()
+			return err
 		case <-t.ctx.Done():
 			return t.failure()
 		}
 	}
+	// Every channel is here: what has not said what it is yet is no
+	// channel of this transfer.
+	t.mu.Lock()
+	for c := range t.unsorted {
+		c.Close()
+	}
+	t.mu.Unlock()
 	return nil
 }
 
@@ -326,11 +429,30 @@ func (t *transfer) accept(wg *sync.WaitGroup, arrivals chan<- arrival) {
 			return
 		}
 		t.conns = append(t.conns, conn)
+		if t.unsorted == nil {
+			t.unsorted = make(map[net.Conn]bool)
+		}
+		t.unsorted[conn] = true
 		t.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			a, err := t.classify(conn)
+			t.mu.Lock()
+			delete(t.unsorted, conn)
+			t.mu.Unlock()
+			var stray *strayError
+			if errors.As(err, &stray) {
+				// Not a connection of this transfer: a probe, a port
+				// scan, a peer of another kind. It delays and fails
+				// nothing; the handshake's timeout names it.
+				conn.Close()
+				t.mu.Lock()
+				t.strays++
+				t.lastStray = stray
+				t.mu.Unlock()
+				return
+			}
 			if err != nil {
 				t.fail(err)
 				return
@@ -347,7 +469,7 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 	conn.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	var b [wire.InitSize]byte
 	if _, err := io.ReadFull(conn, b[:4]); err != nil {
-		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: connection from %v sent no magic: %w", ErrBadHandshake, conn.RemoteAddr(), err)}
+		return arrival{}, &strayError{conn.RemoteAddr(), fmt.Errorf("%w: sent no magic: %w", ErrBadHandshake, err)}
 	}
 	switch m := be.Uint32(b[:]); m {
 	case t.lead.magic():
@@ -365,9 +487,9 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		return arrival{conn: conn, init: init}, nil
 	default:
 		if kind, ok := transferKinds[m]; ok {
-			return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %s, not %s", ErrBadHandshake, kind, transferKinds[t.lead.magic()])}
+			return arrival{}, &strayError{conn.RemoteAddr(), fmt.Errorf("%w: %s, not %s", ErrBadHandshake, kind, transferKinds[t.lead.magic()])}
 		}
-		return arrival{}, &ChannelError{Channel: -1, Err: fmt.Errorf("%w: unknown magic %#08x from %v", ErrBadHandshake, m, conn.RemoteAddr())}
+		return arrival{}, &strayError{conn.RemoteAddr(), fmt.Errorf("%w: %s", ErrBadHandshake, describeMagic(b[:4]))}
 	}
 }
 
@@ -517,10 +639,20 @@ func (t *transfer) closeReceivers() {
 func (t *transfer) readControl() error {
 	var buf []byte
 	for {
+		var in io.Reader = t.ctl
 		if t.cfg.Timeout > 0 {
-			t.ctl.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
+			// The control channel is idle between sync points: wait for
+			// a message's first bytes as long as the transfer progresses.
+			var h [5]byte
+			n, err := t.readStart(t.ctl, h[:])
+			if err != nil && n == 0 && err == io.EOF {
+				in = eofReader{}
+			} else {
+				in = io.MultiReader(bytes.NewReader(h[:n]), errReader{err}, t.ctl)
+			}
 		}
-		typ, body, err := wire.ReadMessage(t.ctl, buf)
+		typ, body, err := wire.ReadMessage(in, buf)
+		t.progressed()
 		switch {
 		case err != nil && t.ctx.Err() != nil:
 			return nil
@@ -528,6 +660,8 @@ func (t *transfer) readControl() error {
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: sender closed the control channel before the end of the transfer", ErrPeerGone)}
 		case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
 			return &ChannelError{Channel: -1, Err: err}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("stalled: %w", err)}
 		case err != nil:
 			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
 		}
@@ -584,7 +718,11 @@ func (t *transfer) syncPoint() {
 		if t.mainChunk != nil {
 			p.main = t.mainChunk()
 		}
-		if err := t.onSync(p); err != nil {
+		t.hooking.Add(1)
+		err := t.onSync(p)
+		t.hooking.Add(-1)
+		t.progressed()
+		if err != nil {
 			t.fail(fmt.Errorf("sync point %d: %w", p.N, err))
 		}
 	}
@@ -626,7 +764,9 @@ func (t *transfer) zeroPages(body []byte) error {
 	}
 	t.r.ctlZero.Add(uint64(n))
 	if len(t.ctlLanded) > 0 {
+		t.hooking.Add(1)
 		t.onPages(blk.name, t.ctlLanded)
+		t.hooking.Add(-1)
 		t.ctlLanded = t.ctlLanded[:0]
 	}
 	return nil
@@ -665,10 +805,7 @@ func (c *recvChan) loop() error {
 			return nil
 		}
 		c.seq++
-		if t.cfg.Timeout > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(t.cfg.Timeout))
-		}
-		_, err := io.ReadFull(c.conn, c.hdr[:wire.PrefixSize])
+		_, err := t.readStart(c.conn, c.hdr[:wire.PrefixSize])
 		if err == io.EOF {
 			if err := t.bar.leave(); err != nil {
 				return c.errf("%w: %v", ErrBadPacket, err)
@@ -691,6 +828,7 @@ func (c *recvChan) loop() error {
 		if err != nil {
 			return err
 		}
+		t.progressed()
 	}
 }
 
@@ -701,7 +839,10 @@ func (c *recvChan) readErr(err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return c.errf("%w: stream ends inside a packet", ErrPeerGone)
 	}
-	return c.errf("%w: %v", ErrPeerGone, err)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return c.errf("stalled: %w", err) // not a hang-up: the peer is there
+	}
+	return c.errf("%w: %w", ErrPeerGone, err)
 }
 
 func (c *recvChan) ram() error {
@@ -767,7 +908,9 @@ func (c *recvChan) ram() error {
 					c.landed = append(c.landed, off)
 				}
 			}
+			t.hooking.Add(1)
 			t.onPages(blk.name, c.landed)
+			t.hooking.Add(-1)
 		}
 		c.ctr.packets.Add(1)
 		c.ctr.normal.Add(uint64(normal))

@@ -1,0 +1,119 @@
+package core_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/core"
+)
+
+// strayBound is how long a transfer among strays may take: far below the
+// handshake timeout (30s) that an idle stray used to run into.
+const strayBound = 15 * time.Second
+
+// sendImage moves img through d and checks what the receiver got.
+func sendImage(t *testing.T, ctx context.Context, d core.Dialer, rc <-chan result, img []byte, during func()) {
+	t.Helper()
+	s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendBlock("pc.ram"); err != nil {
+		t.Fatal(err)
+	}
+	if during != nil {
+		during()
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Close(); err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	res := wait(t, rc)
+	if res.err != nil {
+		t.Fatalf("receiver: %v", res.err)
+	}
+	if !bytes.Equal(blockData(t, res.mem, "pc.ram"), img) {
+		t.Fatal("received image differs")
+	}
+}
+
+func strayImage() []byte {
+	img := make([]byte, 8<<20)
+	for i := range img {
+		img[i] = byte(i>>12) | 1
+	}
+	return img
+}
+
+// TestStrays: 2,000 idle connections, junk (HTTP, a TLS hello, one that
+// closes at once) and a stray that hangs up in the middle of the
+// transfer neither delay nor fail a real sender on the same listener.
+func TestStrays(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*strayBound)
+	defer cancel()
+	ln, d := tcpTransport(t)
+	addr := ln.Addr().String()
+	rc := receive(ctx, ln, core.ReceiverConfig{})
+	var strays []net.Conn
+	defer func() {
+		for _, c := range strays {
+			c.Close()
+		}
+	}()
+	dial := func(junk string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("stray %d: %v", len(strays), err)
+		}
+		if junk != "" {
+			c.Write([]byte(junk))
+		}
+		strays = append(strays, c)
+		return c
+	}
+	for range 2000 {
+		dial("")
+	}
+	dial("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	dial("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+	dial("").Close()
+	late := dial("")
+
+	start := time.Now()
+	sendImage(t, ctx, d, rc, strayImage(), func() { late.Close() })
+	if el := time.Since(start); el > strayBound {
+		t.Errorf("the transfer took %v among strays", el)
+	}
+}
+
+// TestUnixProbe: a second receiver that finds the socket path taken
+// probes it and gives up; the first receiver's transfer goes on.
+func TestUnixProbe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*strayBound)
+	defer cancel()
+	addr := "unix:" + filepath.Join(t.TempDir(), "pw.sock")
+	ln, err := channels.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := receive(ctx, ln, core.ReceiverConfig{})
+	if ln2, err := channels.Listen(addr); err == nil {
+		ln2.Close()
+		t.Fatal("a second listener on a live socket")
+	} else if !strings.Contains(err.Error(), "already listening") {
+		t.Errorf("second listener: %v", err)
+	}
+	d, err := channels.NewDialer(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendImage(t, ctx, d, rc, strayImage(), nil)
+}
