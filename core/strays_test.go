@@ -3,6 +3,7 @@ package core_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -116,4 +117,36 @@ func TestUnixProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	sendImage(t, ctx, d, rc, strayImage(), nil)
+}
+
+// TestFinishFails: a receiver whose Finish fails (the image cannot be
+// put in place) fails the transfer on both ends; the sender does not
+// hear success.
+func TestFinishFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ln, d := tcpTransport(t)
+	finished := false
+	rc := receive(ctx, ln, core.ReceiverConfig{Finish: func(mem core.Memory) error {
+		if !bytes.Equal(blockData(t, mem, "pc.ram"), strayImage()) {
+			t.Error("Finish ran before every page landed")
+		}
+		finished = true
+		return errors.New("rename out.img: file exists")
+	}})
+	s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: strayImage()}}, core.SenderConfig{Channels: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendBlock("pc.ram"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Close()
+	var re *core.RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "finishing the destination: rename out.img: file exists") {
+		t.Errorf("sender: %v, want the receiver's failure to finish", err)
+	}
+	if res := wait(t, rc); res.err == nil || !finished {
+		t.Errorf("receiver: %v (Finish ran: %v)", res.err, finished)
+	}
 }

@@ -73,6 +73,13 @@ type ReceiverConfig struct {
 	// it, so a gateway can forward pages as they land rather than at the
 	// sync point; then [SyncPoint.Pages] reports nothing.
 	OnPages func(block string, offs []uint64)
+	// Finish, when not nil, runs once every page has landed and the
+	// sender's account of the transfer checks out, before the receiver
+	// confirms the end: make the destination durable there (sync it,
+	// rename it into place). An error fails the transfer, and the sender
+	// reports it instead of success. The sender waits for it, within its
+	// Timeout.
+	Finish func(Memory) error
 	// MaxDeviceState bounds one blob; 0 is 256 MiB.
 	MaxDeviceState int
 	// Timeout bounds every single read once the transfer runs; 0 means no

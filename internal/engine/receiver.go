@@ -300,6 +300,13 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 		t.fail(err)
 		return nil, err
 	}
+	if t.cfg.Finish != nil {
+		if err := t.cfg.Finish(t.mem); err != nil {
+			err = fmt.Errorf("finishing the destination: %w", err)
+			t.fail(err)
+			return nil, err
+		}
+	}
 	t.ctl.SetWriteDeadline(time.Now().Add(time.Second))
 	if err := wire.WriteMessage(t.ctl, wire.MsgDone, nil); err != nil {
 		// Everything landed; only the sender's confirmation is lost.
