@@ -144,19 +144,34 @@ func ReadImage(r io.Reader, name string) (*Image, error) {
 	return mapImage(f, name, size, unix.PROT_READ, unix.MAP_SHARED|mapPopulate)
 }
 
-// CreateImage creates (or truncates) the file at path, sizes it to size
-// bytes (sparse, reading as zeros) and maps it writable as one block.
+// CreateImage creates the file at path, reserves size bytes for it and
+// maps it writable as one block. It never overwrites: if anything exists
+// at path, a file or a symbolic link (which it does not follow), it
+// fails with an error wrapping [io/fs.ErrExist], and a caller replacing a
+// stale file removes it first.
+//
+// The space is reserved up front (fallocate on Linux) so that a full
+// disk is an error here, wrapping ENOSPC or EDQUOT and naming the file,
+// rather than a SIGBUS when a page of the mapping is first written. The
+// reserved blocks read as zeros, so the image is a [ZeroedMemory]. Where
+// the file system cannot reserve space (or on other systems) the file is
+// sparse instead. On any error the file is removed.
 func CreateImage(path, name string, size int64) (*Image, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if size < 0 || size > int64(maxInt) {
+		return nil, fmt.Errorf("%s: %d bytes do not fit in memory", path, size)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(size); err != nil {
+	if err := reserve(f, size); err != nil {
 		f.Close()
-		return nil, err
+		os.Remove(path)
+		return nil, fmt.Errorf("%s: reserving %d bytes: %w", path, size, err)
 	}
 	im, err := mapImage(f, name, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
+		os.Remove(path) // mapImage closed f
 		return nil, err
 	}
 	im.zeroed.Store(true)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"unsafe"
@@ -41,4 +42,27 @@ func anonFile(name string) (*os.File, error) {
 func seal(f *os.File) error {
 	_, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL)
 	return err
+}
+
+// reserve sizes a new, empty f to size bytes and allocates its blocks,
+// so that writing through a mapping of it cannot run out of space.
+// Allocated blocks read as zeros. A file system without fallocate gets a
+// sparse file instead.
+func reserve(f *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	for {
+		err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+			return f.Truncate(size)
+		default:
+			return err
+		}
+	}
 }
