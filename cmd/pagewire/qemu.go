@@ -96,7 +96,7 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg qemu.Co
 		files  = map[string]string{} // partial -> final
 		total  atomic.Int64
 	)
-	main, err := os.Create(filepath.Join(out, "main.stream.partial"))
+	main, err := createPartial(filepath.Join(out, "main.stream.partial"))
 	if err != nil {
 		return err
 	}
@@ -134,16 +134,19 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg qemu.Co
 			}
 			seen[name] = b.Name
 			final := filepath.Join(out, name)
-			im, err := core.CreateImage(final+".partial", b.Name, int64(b.Size))
-			if err != nil {
+			if err := removeStale(final + ".partial"); err != nil {
 				return nil, err
+			}
+			im, err := core.CreateImage(final+".partial", b.Name, int64(b.Size)) // reserves the space: a full disk fails here
+			if err != nil {
+				return nil, err // CreateImage removed what it made
 			}
 			images = append(images, im)
 			files[final+".partial"] = final
 			bs = append(bs, im.Blocks()...)
 			total.Add(int64(b.Size))
 		}
-		return core.FreshZeros(bs), nil // new sparse files
+		return core.FreshZeros(bs), nil // new files, reading as zeros
 	}
 	ln, err := channels.Listen(listen)
 	if err != nil {

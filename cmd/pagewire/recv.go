@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +28,10 @@ func recvCmd() *cobra.Command {
 		Short: "Receive one memory image from 'pagewire send'",
 		Long: `Listen at ADDR for one transfer from 'pagewire send' and write the image to
 IMAGE. The image is written to IMAGE.partial and renamed when every page
-has landed; a failed transfer leaves no IMAGE behind.
+has landed; a failed transfer leaves no IMAGE and no IMAGE.partial behind.
+The space for the whole image is reserved when the sender arrives, so a
+full disk refuses the transfer at its start. A file or symbolic link left
+at IMAGE.partial is removed (a link's target is never written).
 
 --channels and --method, when given, are what the sender must use;
 otherwise the receiver follows the sender.`,
@@ -59,9 +65,12 @@ otherwise the receiver follows the sender.`,
 				if len(blocks) != 1 {
 					return nil, fmt.Errorf("the sender has %d RAM blocks; recv writes one image", len(blocks))
 				}
+				if err := removeStale(partial); err != nil {
+					return nil, err
+				}
 				im, err := core.CreateImage(partial, blocks[0].Name, int64(blocks[0].Size))
 				if err != nil {
-					return nil, err
+					return nil, err // CreateImage removed what it made
 				}
 				image = im
 				total.Store(int64(blocks[0].Size))
@@ -103,4 +112,34 @@ otherwise the receiver follows the sender.`,
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT, unix:PATH or vmbus:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the received image to (required)")
 	return cmd
+}
+
+// removeStale removes a regular file or a symbolic link (the link, never
+// its target) that a crashed run may have left at path, for the exclusive
+// create that follows. Anything else there stays and makes that create
+// fail.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() && fi.Mode()&fs.ModeSymlink == 0 {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// createPartial creates a new file at path for writing, removing a stale
+// one first (see removeStale); it never opens through a symbolic link.
+func createPartial(path string) (*os.File, error) {
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 }
