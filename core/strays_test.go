@@ -12,6 +12,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 // strayBound is how long a transfer among strays may take: far below the
@@ -148,5 +149,39 @@ func TestFinishFails(t *testing.T) {
 	}
 	if res := wait(t, rc); res.err == nil || !finished {
 		t.Errorf("receiver: %v (Finish ran: %v)", res.err, finished)
+	}
+}
+
+// sendSetupFails is nocomp whose send setup fails on channel 1 (of 3):
+// after the receiver accepted the transfer, before channel 2 connects.
+type sendSetupFails struct{ sdk.Method }
+
+func (m sendSetupFails) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
+	if ch == 1 {
+		return nil, errors.New("plugin out of memory")
+	}
+	return m.Method.NewSender(ch, o)
+}
+
+// TestSenderSetupFailsAfterAccept: the receiver hears at once, not at its
+// handshake timeout, that the sender failed to set up a channel after
+// the transfer was accepted.
+func TestSenderSetupFailsAfterAccept(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ln, d := tcpTransport(t)
+	rc := receive(ctx, ln, core.ReceiverConfig{}) // a 30 s handshake timeout
+	start := time.Now()
+	_, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: strayImage()}}, core.SenderConfig{Channels: 3, Method: sendSetupFails{core.Nocomp()}})
+	if !errors.Is(err, core.ErrMethod) {
+		t.Fatalf("sender: %v, want its method's failure", err)
+	}
+	res := wait(t, rc)
+	var re *core.RemoteError
+	if !errors.As(res.err, &re) || !errors.Is(res.err, core.ErrMethod) || !strings.Contains(re.Msg, "plugin out of memory") {
+		t.Errorf("receiver: %v, want the sender's reason", res.err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the receiver took %v to hear it", el)
 	}
 }

@@ -74,6 +74,10 @@ type transfer struct {
 	// connection (see readStart).
 	progress atomic.Int64
 	hooking  atomic.Int32
+	running  atomic.Bool // the handshake is done; it bounds the wait before
+
+	wg      *sync.WaitGroup // the transfer's goroutines (pagewire's protocol)
+	ctlDone chan struct{}   // closed when readControl has returned
 
 	// lead is the transfer's lead channel: pagewire's control channel
 	// (ctl) or a QEMU source's main stream (main). fmt is what the
@@ -152,7 +156,23 @@ func (ctlLead) name() string  { return "control channel" }
 
 func (ctlLead) accept(t *transfer, conn net.Conn) error {
 	t.setLead(conn, true)
-	return t.readHello()
+	if err := t.readHello(); err != nil {
+		return err
+	}
+	// From here on the control channel is read, also while the multifd
+	// channels connect: a sender that fails now (its method's setup
+	// after the accept) is heard at once, not at the handshake timeout.
+	t.ctlDone = make(chan struct{})
+	t.progressed()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		defer close(t.ctlDone)
+		if err := t.readControl(); err != nil {
+			t.fail(err)
+		}
+	}()
+	return nil
 }
 
 func (ctlLead) missing(t *transfer, got int) error {
@@ -214,7 +234,7 @@ func (t *transfer) readStart(conn net.Conn, b []byte) (int, error) {
 			t.progressed()
 		}
 		idle := time.Since(time.Unix(0, t.progress.Load()))
-		if t.hooking.Load() == 0 && idle >= t.cfg.Timeout {
+		if t.running.Load() && t.hooking.Load() == 0 && idle >= t.cfg.Timeout {
 			return n, fmt.Errorf("nothing arrived for %v: %w", idle.Round(time.Millisecond), err)
 		}
 	}
@@ -251,16 +271,17 @@ var transferKinds = map[uint32]string{
 func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error) {
 	t := &transfer{r: r, cfg: &r.cfg, failPath: failPath{side: "receiver", ln: ln}, lead: ctlLead{}, onSync: r.cfg.OnSync, onPages: r.cfg.OnPages}
 	var wg sync.WaitGroup
+	t.wg = &wg
 	defer t.closeReceivers() // after every goroutine has stopped
 	defer t.begin(ctx, &wg)()
 
+	r.ctlBytes.Store(0)
+	r.ctlZero.Store(0)
+	r.ctlDevs.Store(0)
 	if err := t.handshake(&wg); err != nil {
 		t.fail(err)
 		return nil, t.failure()
 	}
-	r.ctlBytes.Store(0)
-	r.ctlZero.Store(0)
-	r.ctlDevs.Store(0)
 	r.mu.Lock()
 	r.chans, r.method, r.ps, r.start, r.elapsed = t.chans, t.info.Name, t.hello.PageSize, time.Now(), 0
 	r.dialect = Dialect10
@@ -270,6 +291,7 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 	r.mu.Unlock()
 
 	t.progressed()
+	t.running.Store(true)
 	for _, c := range t.chans {
 		wg.Add(1)
 		go func() {
@@ -279,15 +301,7 @@ func (r *Receiver) Receive(ctx context.Context, ln net.Listener) (Memory, error)
 			}
 		}()
 	}
-	var ctlWG sync.WaitGroup
-	ctlWG.Add(1)
-	go func() {
-		defer ctlWG.Done()
-		if err := t.readControl(); err != nil {
-			t.fail(err)
-		}
-	}()
-	ctlWG.Wait()
+	<-t.ctlDone // the control reader started with the hello
 	wg.Wait()
 	t.closeReceivers()
 	r.mu.Lock()

@@ -80,6 +80,8 @@ func (r *Receiver) OpenStream(ctx context.Context, ln net.Listener, cfg StreamCo
 	r.mu.Lock()
 	r.chans, r.method, r.ps, r.start, r.elapsed = t.chans, info.Name, DefaultPageSize, time.Now(), 0
 	r.mu.Unlock()
+	t.progressed()
+	t.running.Store(true)
 	return st, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
@@ -16,8 +17,8 @@ import (
 	"github.com/pagewire/pagewire/qemu/gateway"
 )
 
-// A QEMU main stream, built by hand (see core's qemufile.go and
-// spec/qemu-multifd-wire.md).
+// A QEMU main stream, built by hand (see qemu/stream.go and
+// docs/wire-multifd.md).
 const (
 	qemuFileMagic       = 0x5145564d // "QEVM"
 	qemuFileVersion     = 3
@@ -190,6 +191,9 @@ func startDestination(ctx context.Context, m *migration, channelCount int, metho
 	dst := &destination{Dialer: d, done: make(chan struct{})}
 	q := qemu.NewReceiver(qemu.Config{
 		Channels: channelCount, Method: meth, Dialect: m.dialect, UUID: m.uuid, Main: &dst.main,
+		// A destination the Out never reached (its leg was cut first)
+		// gives up well within the tests' bounds.
+		HandshakeTimeout: 5 * time.Second,
 	})
 	go func() {
 		defer close(dst.done)
@@ -294,6 +298,12 @@ type cutDialer struct {
 }
 
 func (c *cutDialer) Dial(ctx context.Context) (net.Conn, error) {
+	c.mu.Lock()
+	cut := c.cut
+	c.mu.Unlock()
+	if cut {
+		return nil, errors.New("cut")
+	}
 	conn, err := c.d.Dial(ctx)
 	if err != nil {
 		return nil, err
