@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 
@@ -76,6 +77,20 @@ otherwise the receiver follows the sender.`,
 				total.Store(int64(blocks[0].Size))
 				return im, nil
 			}
+			if err := checkOut(out); err != nil {
+				return err
+			}
+			// The image is put in place before the sender is told that
+			// every page landed: a rename that fails fails the transfer
+			// on both ends.
+			cfg.Finish = func(core.Memory) error {
+				im := image
+				image = nil
+				if err := im.Close(); err != nil {
+					return fmt.Errorf("%s: %w", partial, err)
+				}
+				return os.Rename(partial, out)
+			}
 			ln, err := l.listen(listen)
 			if err != nil {
 				return err
@@ -88,17 +103,11 @@ otherwise the receiver follows the sender.`,
 			_, err = r.Receive(ctx, ln)
 			cancel()
 			wait()
-			if image != nil {
-				if cerr := image.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					os.Remove(partial)
-				} else if err = os.Rename(partial, out); err != nil {
-					os.Remove(partial)
-				}
+			if image != nil { // the transfer failed before Finish
+				image.Close()
 			}
 			if err != nil {
+				os.Remove(partial)
 				return err
 			}
 			sum := newSummary("received", r.Stats())
@@ -112,6 +121,22 @@ otherwise the receiver follows the sender.`,
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT, unix:PATH or vmbus:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the received image to (required)")
 	return cmd
+}
+
+// checkOut refuses, before any sender arrives, an --out that cannot be
+// written: a directory, or a path in a missing or unwritable directory.
+func checkOut(out string) error {
+	if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+		return usageError{fmt.Errorf("--out %s is a directory; name the image file", out)}
+	}
+	dir := filepath.Dir(out)
+	f, err := os.CreateTemp(dir, ".pagewire-check-*")
+	if err != nil {
+		return usageError{fmt.Errorf("--out %s: cannot write in %s: %w", out, dir, err)}
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
 }
 
 // removeStale removes a regular file or a symbolic link (the link, never
