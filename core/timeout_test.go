@@ -107,3 +107,49 @@ func TestTimeoutBoundsStallsNotTransfers(t *testing.T) {
 		}
 	})
 }
+
+// TestSenderStall: a sender whose receiver stops reading (its OnSync
+// hook holds every channel) fails within its Timeout as a stall that
+// matches os.ErrDeadlineExceeded, not as a peer that hung up.
+func TestSenderStall(t *testing.T) {
+	img := make([]byte, 32<<20)
+	for i := range img {
+		img[i] = byte(i>>12) | 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ln, d := tcpTransport(t)
+	release := make(chan struct{})
+	rc := receive(ctx, ln, core.ReceiverConfig{OnSync: func(*core.SyncPoint) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	s, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: img}}, core.SenderConfig{Channels: 2, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendBlock("pc.ram"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil { // the receiver parks at this sync point
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.SendBlock("pc.ram")
+	if err == nil {
+		err = s.Sync()
+	}
+	el := time.Since(start)
+	close(release)
+	s.Close()
+	wait(t, rc)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, core.ErrPeerGone) {
+		t.Errorf("sender: %v, want a stall", err)
+	}
+	if el > 10*time.Second {
+		t.Errorf("the sender noticed after %v", el)
+	}
+}

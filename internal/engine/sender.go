@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,10 +100,10 @@ func (ctlSendLead) handshake(s *Sender, ctl net.Conn, hello []byte, deadline tim
 	var magic [4]byte
 	be.PutUint32(magic[:], wire.ControlMagic)
 	if _, err := ctl.Write(magic[:]); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+		return &ChannelError{Channel: -1, Err: writeErr(err)}
 	}
 	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
-		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+		return &ChannelError{Channel: -1, Err: writeErr(err)}
 	}
 	typ, body, err := wire.ReadMessage(ctl, nil)
 	switch {
@@ -392,7 +393,7 @@ func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time)
 		b, _ := init.AppendBinary(nil)
 		conn.SetWriteDeadline(deadline)
 		if _, err := conn.Write(b); err != nil {
-			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+			return &ChannelError{Channel: i, Err: writeErr(err)}
 		}
 		conn.SetWriteDeadline(time.Time{})
 		m, err := s.cfg.Method.NewSender(i, opts)
@@ -668,6 +669,16 @@ func (s *Sender) dialect() Dialect {
 	return Dialect10
 }
 
+// writeErr is a failed write's error: a stall (the write deadline of
+// SenderConfig.Timeout passed; the peer is there but does not read) or
+// the peer gone.
+func writeErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("stalled: the receiver reads nothing: %w", err)
+	}
+	return fmt.Errorf("%w: %w", ErrPeerGone, err)
+}
+
 // why returns err, or, when err is the receiver hanging up, the
 // receiver's reason once it has come (the receiver tells it before it
 // closes; readControl picks it up within 2 x errorGrace). The calls a
@@ -703,7 +714,7 @@ func (s *Sender) control(typ byte, body []byte) error {
 		if ferr := s.failure(); ferr != nil {
 			return ferr
 		}
-		err = &ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)}
+		err = &ChannelError{Channel: -1, Err: writeErr(err)}
 		s.fail(err)
 		return s.failure()
 	}
@@ -721,7 +732,7 @@ func (s *Sender) readControl() {
 	case errors.Is(err, ErrBadControl) && !errors.Is(err, io.ErrUnexpectedEOF):
 		s.fail(&ChannelError{Channel: -1, Err: err})
 	case err != nil:
-		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: %w", ErrPeerGone, err)})
+		s.fail(&ChannelError{Channel: -1, Err: writeErr(err)})
 	case typ == wire.MsgError:
 		s.fail(remoteError("receiver", body))
 	case typ == wire.MsgDone:
@@ -816,7 +827,7 @@ func (c *sendChan) send(p *sendPacket) error {
 	n, err := c.bufs.WriteTo(c.conn)
 	c.ctr.wire.Add(uint64(n))
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrPeerGone, err)
+		return writeErr(err)
 	}
 	switch p.kind {
 	case kindSync:
@@ -965,7 +976,7 @@ func (s *Sender) WriteMain(b []byte) error {
 	s.ctlMu.Unlock()
 	s.ctlBytes.Add(uint64(len(b)))
 	if err != nil {
-		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("%w: main channel: %w", ErrPeerGone, err)})
+		s.fail(&ChannelError{Channel: -1, Err: fmt.Errorf("main channel: %w", writeErr(err))})
 		return s.failure()
 	}
 	return nil
