@@ -4,8 +4,9 @@
 //
 // [Load] starts the binary, checks its handshake cookie and protocol
 // version over a connection with mutual TLS (go-plugin's AutoMTLS), and
-// optionally its sha256 first (go-plugin's SecureConfig). The plugin
-// process lives until [Method.Close], which kills it; every NewSender and
+// optionally its sha256 first ([Config.SHA256]). The plugin process
+// lives until [Method.Close], which kills it (on Linux with the
+// processes it started: its process group); every NewSender and
 // NewReceiver opens one channel's Sender or Receiver inside that process.
 // On Linux each packet then travels on the data plane: the pages or
 // payload through a memory region shared with the plugin (a sealed
@@ -24,6 +25,7 @@
 package goplugin
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,6 +37,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,7 +68,8 @@ var ErrChecksum = errors.New("plugin checksum mismatch")
 // Config configures loading. The zero value is usable.
 type Config struct {
 	// SHA256, if set, pins the binary: Load refuses a file whose sha256
-	// differs (go-plugin's SecureConfig).
+	// differs. On Linux the file that runs is the open file Load hashed,
+	// whatever is at the path by then.
 	SHA256 []byte
 	// Log receives the plugin's log lines and go-plugin's; nil is
 	// slog.Default().
@@ -86,23 +90,28 @@ type Config struct {
 
 // Method is a running plugin; it implements [sdk.Method].
 type Method struct {
-	name    string
-	path    string
-	cfg     Config
-	client  *plugin.Client
-	conn    *gpproto.Conn
-	plane   *plane // nil: packets in the messages
-	shares  shares
-	info    sdk.Info
-	version int
-	size    int64
-	sum     [32]byte
-	start   time.Duration
+	name      string
+	path      string
+	cfg       Config
+	client    *plugin.Client
+	conn      *gpproto.Conn
+	plane     *plane // nil: packets in the messages
+	shares    shares
+	info      sdk.Info
+	version   int
+	size      int64
+	sum       [32]byte
+	start     time.Duration
+	pid       int // the plugin process, leader of its process group
+	closeOnce sync.Once
 
 	// byOffset counts the packets whose pages went by offset in shared
 	// memory, copied those whose pages were copied to the plugin.
 	byOffset, copied atomic.Uint64
 }
+
+// testHookAfterHash, if set, runs right after Load hashed the file.
+var testHookAfterHash func()
 
 // Load starts the plugin binary at path and checks it.
 func Load(path string, cfg Config) (*Method, error) {
@@ -117,31 +126,38 @@ func Load(path string, cfg Config) (*Method, error) {
 	}
 	name := filepath.Base(path)
 	m := &Method{name: name, path: path, cfg: cfg}
+	// The file is opened once: what is hashed (and checked against the
+	// pin) is what runs (see runFile).
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close() // once the process has started, or failed to
 	if st, err := f.Stat(); err == nil && (st.IsDir() || st.Mode().Perm()&0o111 == 0) {
-		f.Close()
 		return nil, fmt.Errorf("%w: %s is not an executable (a go-plugin binary); Wasm modules are loaded by package wasm", ErrPlugin, name)
 	}
 	h := sha256.New()
-	m.size, err = io.Copy(h, f)
-	f.Close()
-	if err != nil {
+	if m.size, err = io.Copy(h, f); err != nil {
 		return nil, err
 	}
 	h.Sum(m.sum[:0])
-	var secure *plugin.SecureConfig
+	if testHookAfterHash != nil {
+		testHookAfterHash()
+	}
 	if cfg.SHA256 != nil {
 		if len(cfg.SHA256) != sha256.Size {
 			return nil, fmt.Errorf("%s: pinned sha256 of %d bytes, want %d", name, len(cfg.SHA256), sha256.Size)
 		}
-		secure = &plugin.SecureConfig{Checksum: cfg.SHA256, Hash: sha256.New()}
+		// Checked here, not by go-plugin's SecureConfig, which would
+		// hash the file at the path again.
+		if !bytes.Equal(m.sum[:], cfg.SHA256) {
+			return nil, fmt.Errorf("%w: %s: sha256 %x, pinned %x: refusing to run it", ErrChecksum, name, m.sum, cfg.SHA256)
+		}
 	}
 	log := newLogger(cfg.Log, name)
 	out := &lineWriter{log: func(line string) { cfg.Log.Info("plugin output", "plugin", name, "text", line) }}
-	cmd := exec.Command(path)
+	cmd := &exec.Cmd{Path: path, Args: []string{path}}
+	ownGroup(cmd)
 	if !cfg.NoDataPlane {
 		if p, err := newPlane(); err != nil {
 			cfg.Log.Debug("no data plane: packets travel in the messages", "plugin", name, "err", err)
@@ -151,12 +167,18 @@ func Load(path string, cfg Config) (*Method, error) {
 			cmd.Env = append(os.Environ(), gpproto.PlaneEnv+"=3")
 		}
 	}
+	// After the plane's descriptor: that one is 3 in the plugin.
+	if err := runFile(cmd, f, cfg.SHA256 != nil); err != nil {
+		if m.plane != nil {
+			m.plane.close()
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
+	}
 	start := time.Now()
 	m.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  gpproto.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: {gpproto.PluginName: &gpproto.Plugin{}}},
 		Cmd:              cmd,
-		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
@@ -173,20 +195,17 @@ func Load(path string, cfg Config) (*Method, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			m.client.Kill()
-			if m.plane != nil {
-				m.plane.close()
-			}
+			m.Close()
 		}
 	}()
 	rpc, err := m.client.Client()
+	if cmd.Process != nil {
+		m.pid = cmd.Process.Pid
+	}
 	if m.plane != nil {
 		m.plane.started()
 	}
 	if err != nil {
-		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
-			return nil, fmt.Errorf("%w: %s: sha256 %x, pinned %x: refusing to run it", ErrChecksum, name, m.sum, cfg.SHA256)
-		}
 		if strings.Contains(err.Error(), "ncompatible API version") {
 			return nil, fmt.Errorf("%w: %s speaks another protocol version: %w", ErrPlugin, name, err)
 		}
@@ -223,11 +242,23 @@ func (m *Method) Info() sdk.Info { return m.info }
 
 // Close kills the plugin process and waits for it to exit. It can be
 // called more than once.
+//
+// On Linux the plugin runs in a process group of its own, and Close
+// ends the processes the plugin started too: once go-plugin's shutdown
+// has ended the plugin process, the rest of its group is SIGKILLed.
 func (m *Method) Close() error {
-	m.client.Kill()
-	if m.plane != nil {
-		m.plane.close()
-	}
+	m.closeOnce.Do(func() {
+		killed := make(chan struct{})
+		go func() {
+			defer close(killed)
+			m.client.Kill()
+		}()
+		endGroup(m.pid, killed)
+		<-killed
+		if m.plane != nil {
+			m.plane.close()
+		}
+	})
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/internal/gpproto"
 	"github.com/pagewire/pagewire/plugins/nocomp"
+	sdkgoplugin "github.com/pagewire/pagewire/sdk/goplugin"
 )
 
 // bins are the go-plugin binaries built for the tests, by method; wasms
@@ -28,6 +29,13 @@ var (
 // a plugin of another protocol version, a binary that is not a plugin,
 // or a host that loads a plugin and exits (see helperMain).
 const modeEnv = "PAGEWIRE_GOPLUGIN_TEST_MODE"
+
+// The environment of mode plugin-spawn (see spawnChild).
+const (
+	spawnPIDEnv   = "PAGEWIRE_GOPLUGIN_TEST_CHILD_PID_FILE"
+	spawnStdioEnv = "PAGEWIRE_GOPLUGIN_TEST_CHILD_STDIO"
+	spawnV2Env    = "PAGEWIRE_GOPLUGIN_TEST_CHILD_V2"
+)
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(modeEnv); mode != "" {
@@ -86,6 +94,10 @@ func helperMain(mode string) {
 			GRPCServer:       gpproto.NewGRPCServer,
 		})
 		os.Exit(0)
+	case "plugin-spawn": // nocomp that starts a child first (see TestGroupEnds)
+		spawnChild()
+		sdkgoplugin.Serve(nocomp.New())
+		os.Exit(0)
 	case "not-plugin":
 		fmt.Println("hello, I am not a plugin")
 		os.Exit(0)
@@ -113,6 +125,28 @@ func helperMain(mode string) {
 	}
 	fmt.Fprintf(os.Stderr, "unknown %s %q\n", modeEnv, mode)
 	os.Exit(2)
+}
+
+// spawnChild starts `sleep 300` and writes its pid to the file named by
+// spawnPIDEnv; with spawnStdioEnv set the child shares the plugin's
+// stdout and stderr (go-plugin's pipes). With spawnV2Env set the plugin
+// then speaks only protocol v2 (so Load fails after it started).
+func spawnChild() {
+	child := exec.Command("sleep", "300")
+	if os.Getenv(spawnStdioEnv) != "" {
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+	}
+	if err := child.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := os.WriteFile(os.Getenv(spawnPIDEnv), []byte(strconv.Itoa(child.Process.Pid)), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if os.Getenv(spawnV2Env) != "" {
+		helperMain("plugin-v2")
+	}
 }
 
 // load loads the go-plugin build of a method and closes it when t ends.
