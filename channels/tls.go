@@ -1,9 +1,11 @@
 package channels
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/pagewire/pagewire/core/wire"
 )
 
 // TLSFiles names the PEM files of mutual TLS: this end's certificate and
@@ -146,7 +150,18 @@ func (l *tlsListener) loop() {
 
 func (l *tlsListener) handshake(c net.Conn) (net.Conn, error) {
 	c.SetDeadline(time.Now().Add(TLSHandshakeTimeout))
-	tc := tls.Server(c, l.cfg)
+	// A plaintext pagewire sender on a TLS listener is told so at once,
+	// in its own protocol, rather than left to time out.
+	pc := &peekConn{Conn: c, r: bufio.NewReaderSize(c, 512)}
+	if b, err := pc.r.Peek(4); err == nil && binary.BigEndian.Uint32(b) == wire.ControlMagic {
+		wire.WriteMessage(c, wire.MsgError, wire.AppendError(nil, "receiver: this listener requires TLS (mutual TLS 1.3); the sender connected without it", nil))
+		// Take what the sender wrote before closing, so that the close
+		// does not reset the connection under the answer.
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		io.Copy(io.Discard, io.LimitReader(pc.r, 64<<10))
+		return nil, fmt.Errorf("%w: %s connected without TLS", ErrTLS, c.RemoteAddr())
+	}
+	tc := tls.Server(pc, l.cfg)
 	err := tc.Handshake()
 	if err == nil {
 		// TLS 1.3 ends the handshake before the server has judged the
@@ -188,6 +203,14 @@ func (l *tlsListener) Close() error {
 	return err
 }
 
+// peekConn is a conn whose first bytes were peeked at.
+type peekConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
 // TLSDialer wraps d, which dials addr: every stream completes a TLS
 // handshake, and learns that the listener accepted its certificate,
 // before Dial returns it.
@@ -199,7 +222,10 @@ func TLSDialer(d Dialer, addr string, cfg *tls.Config) (Dialer, error) {
 		}
 		host, _, err := net.SplitHostPort(address)
 		if err != nil {
-			host = address // a unix socket: the certificate names its path
+			// A socket path (unix:, vmbus:) names a local peer, and
+			// certificates name hosts: the peer must be "localhost"
+			// (as 'pagewire certs' names it), unless cfg says otherwise.
+			host = "localhost"
 		}
 		cfg = cfg.Clone()
 		cfg.ServerName = host
@@ -235,6 +261,10 @@ func (t tlsDialer) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	if err != nil {
 		c.Close()
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) {
+			return nil, fmt.Errorf("%w: %s does not speak TLS (a listener without TLS?): %w", ErrTLS, c.RemoteAddr(), err)
+		}
 		return nil, fmt.Errorf("%w: handshake with %s: %w", ErrTLS, c.RemoteAddr(), err)
 	}
 	return tc, nil

@@ -18,10 +18,11 @@ import (
 // link holds the flags of a link between two pagewire ends: mutual TLS
 // and a bandwidth cap.
 type link struct {
-	tls       channels.TLSFiles
-	insecure  bool
-	required  bool // TLS is on unless --insecure (the gateways)
-	bandwidth string
+	tls        channels.TLSFiles
+	insecure   bool
+	required   bool // TLS is on unless --insecure (the gateways)
+	serverName string
+	bandwidth  string
 }
 
 func (l *link) register(cmd *cobra.Command, required, sender bool) {
@@ -30,6 +31,9 @@ func (l *link) register(cmd *cobra.Command, required, sender bool) {
 	f.StringVar(&l.tls.Cert, "tls-cert", "", "this end's certificate (PEM) for mutual TLS 1.3 with the peer")
 	f.StringVar(&l.tls.Key, "tls-key", "", "the --tls-cert's private key (PEM)")
 	f.StringVar(&l.tls.CA, "tls-ca", "", "the CA (PEM) that signed the peer's certificate")
+	if sender {
+		f.StringVar(&l.serverName, "tls-server-name", "", "the name the listener's certificate must have (default: the host dialed; localhost for unix: and vmbus: addresses)")
+	}
 	if required {
 		f.BoolVar(&l.insecure, "insecure", false, "run the link without TLS: anyone on the path can read and change the pages")
 	}
@@ -94,6 +98,7 @@ func (l *link) dial(addr string) (channels.Dialer, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
+	cfg.ServerName = l.serverName
 	return channels.TLSDialer(d, addr, cfg)
 }
 

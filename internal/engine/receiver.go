@@ -507,6 +507,12 @@ func (t *transfer) classify(conn net.Conn) (arrival, error) {
 		conn.SetReadDeadline(time.Time{})
 		return arrival{conn: conn, init: init}, nil
 	default:
+		if b[0] == 0x16 && b[1] == 0x03 && t.lead.magic() == wire.ControlMagic {
+			// A TLS sender on a plaintext receiver: an answer that is no
+			// TLS record makes its handshake fail at once.
+			conn.SetWriteDeadline(time.Now().Add(errorGrace))
+			wire.WriteMessage(conn, wire.MsgError, wire.AppendError(nil, "receiver: this receiver does not use TLS", nil))
+		}
 		if kind, ok := transferKinds[m]; ok {
 			return arrival{}, &strayError{conn.RemoteAddr(), fmt.Errorf("%w: %s, not %s", ErrBadHandshake, kind, transferKinds[t.lead.magic()])}
 		}

@@ -103,6 +103,12 @@ func (ctlSendLead) handshake(s *Sender, ctl net.Conn, hello []byte, deadline tim
 		return &ChannelError{Channel: -1, Err: writeErr(err)}
 	}
 	if err := wire.WriteMessage(ctl, wire.MsgHello, hello); err != nil {
+		// The receiver may have refused before reading the hello: its
+		// reason can still be read.
+		ctl.SetReadDeadline(time.Now().Add(errorGrace))
+		if typ, body, rerr := wire.ReadMessage(ctl, nil); rerr == nil && typ == wire.MsgError {
+			return remoteError("receiver", body)
+		}
 		return &ChannelError{Channel: -1, Err: writeErr(err)}
 	}
 	typ, body, err := wire.ReadMessage(ctl, nil)
