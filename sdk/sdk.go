@@ -20,8 +20,10 @@ type Info struct {
 	// Name is what users type: "nocomp", "zlib", "zstd", "lz4".
 	Name string
 	// Flag is the method's value in the compression bits of a packet's
-	// flags field (QEMU's MULTIFD_FLAG_*): 0 nocomp, 0x02 zlib, 0x04 zstd.
-	// It must be an even number inside [FlagMask].
+	// flags field (QEMU's MULTIFD_FLAG_*): 0 nocomp, 0x02 zlib, 0x04 zstd;
+	// QEMU reserves 0x08, 0x10 and 0x20, and pagewire's lz4 is 0x3c. It
+	// must be an even number inside [FlagMask] (docs/plugin-authors.md
+	// lists the free ones).
 	Flag uint32
 	// Raw reports that the payload of a packet is its normal pages,
 	// unchanged and back to back (nocomp). The engine then writes the pages
