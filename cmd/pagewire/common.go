@@ -12,6 +12,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/pagewire/pagewire/core"
@@ -57,19 +58,36 @@ type common struct {
 
 	loaded      sdk.Method // the --plugin method
 	closeLoaded func()     // closes loaded
+	flags       *pflag.FlagSet
 }
 
 func (c *common) register(cmd *cobra.Command) {
 	f := cmd.Flags()
+	c.flags = f
 	f.IntVarP(&c.channels, "channels", "n", core.DefaultChannels, "number of multifd channels (1-255)")
 	f.StringVarP(&c.method, "method", "m", "nocomp", "compression method (see 'pagewire methods')")
 	f.IntVar(&c.level, "level", 0, "compression level (0: the method's default)")
+	c.registerCommon(cmd)
+	f.BoolVar(&c.noShare, "plugin-no-share", false, "copy every page to a go-plugin --plugin instead of letting it map the sender's memory read-only (it then sees only the pages it compresses)")
+}
+
+// registerRecv registers the flags of a receiving end, which follows the
+// sender: --channels and --method only insist, and nothing compresses.
+func (c *common) registerRecv(cmd *cobra.Command) {
+	f := cmd.Flags()
+	c.flags = f
+	f.IntVarP(&c.channels, "channels", "n", 0, "insist on this many multifd channels (default: the sender's)")
+	f.StringVarP(&c.method, "method", "m", "", "insist on this compression method (default: the sender's, among 'pagewire methods' or --plugin)")
+	c.registerCommon(cmd)
+}
+
+func (c *common) registerCommon(cmd *cobra.Command) {
+	f := cmd.Flags()
 	f.BoolVar(&c.json, "json", false, "print the summary as JSON on stdout")
 	f.DurationVar(&c.timeout, "timeout", 0, "fail when a single read or write stalls this long (0: never)")
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
 	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a --plugin (Wasm module or go-plugin executable) whose sha256 is not HEX")
-	f.BoolVar(&c.noShare, "plugin-no-share", false, "copy every page to a go-plugin --plugin instead of letting it map the sender's memory read-only (it then sees only the pages it compresses)")
 	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a WASI --plugin without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs (modules without WASI never have them: sdk/ABI.md, Tiers)")
 	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, modules without WASI too: stoppable anywhere, 2.5-5x slower")
 }
@@ -85,6 +103,11 @@ func (c *common) lookup() (sdk.Method, error) {
 				return nil, err
 			}
 			c.loaded, c.closeLoaded = m, closer
+		}
+		if c.flags != nil && c.flags.Changed("method") {
+			if name := c.loaded.Info().Name; name != c.method && !(c.method == "none" && name == "nocomp") {
+				return nil, usageError{fmt.Errorf("--plugin %s runs %s, but --method is %s: give one of them", c.plugin, name, c.method)}
+			}
 		}
 		return c.loaded, nil
 	}
@@ -153,6 +176,10 @@ type summary struct {
 	MBps     float64 `json:"mb_per_s"`
 	Ratio    float64 `json:"ratio"`
 	Verified *bool   `json:"verified,omitempty"`
+	// WireMBps is the rate on the wire (multifd and control bytes), where
+	// MBps is of guest RAM, zero pages included.
+	WireMBps float64 `json:"wire_mb_per_s"`
+	Plugin   string  `json:"plugin,omitempty"` // the --plugin file that ran the method
 	// A go-plugin sender's packets taken by offset in shared memory and
 	// as copies (goplugin.Method.SharedPackets).
 	PluginShared *uint64 `json:"plugin_shared_packets,omitempty"`
@@ -168,6 +195,7 @@ func newSummary(role string, st core.Stats) summary {
 		Seconds:  st.Elapsed.Seconds(),
 		MBps:     st.MBps(),
 		Ratio:    st.Ratio(),
+		WireMBps: wireRate(st),
 		Stats:    st,
 	}
 }
@@ -183,16 +211,29 @@ func (c *common) sharedPackets() (shared, copied *uint64) {
 }
 
 func (c *common) report(w io.Writer, s summary) {
+	s.Plugin = c.plugin
 	if c.json {
 		c.printJSON(s)
 		return
 	}
-	fmt.Fprintf(w, "%s: %s in %.2fs (%.0f MB/s): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, dialect %s\n",
-		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.Pages, s.ZeroPages,
-		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), s.Method, s.Dialect)
+	method := s.Method
+	if s.Plugin != "" {
+		method += " (plugin " + s.Plugin + ")"
+	}
+	fmt.Fprintf(w, "%s: %s of RAM in %.2fs (%.0f MB/s of RAM, %.0f MB/s on the wire): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, dialect %s\n",
+		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.WireMBps, s.Pages, s.ZeroPages,
+		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, s.Dialect)
 	if s.PluginShared != nil && s.PluginCopied != nil {
 		fmt.Fprintf(w, "%s: the plugin took %d packets from shared memory and %d as copies\n", s.Role, *s.PluginShared, *s.PluginCopied)
 	}
+}
+
+// wireRate is MB/s on the wire (multifd and control bytes).
+func wireRate(st core.Stats) float64 {
+	if st.Elapsed <= 0 {
+		return 0
+	}
+	return float64(st.WireBytes+st.ControlBytes) / st.Elapsed.Seconds() / 1e6
 }
 
 func bytesText(n uint64) string {

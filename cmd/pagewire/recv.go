@@ -43,7 +43,7 @@ otherwise the receiver follows the sender.`,
 			if listen == "" || out == "" {
 				return usageError{fmt.Errorf("recv: --listen ADDR and --out IMAGE are required")}
 			}
-			cfg := core.ReceiverConfig{Methods: builtin.Methods(), Level: c.level, Timeout: c.timeout}
+			cfg := core.ReceiverConfig{Methods: builtin.Methods(), Timeout: c.timeout}
 			if cmd.Flags().Changed("channels") {
 				if _, err := c.lookup(); err != nil {
 					return err
@@ -116,7 +116,7 @@ otherwise the receiver follows the sender.`,
 			return nil
 		},
 	}
-	c.register(cmd)
+	c.registerRecv(cmd)
 	l.register(cmd, false, false)
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT, unix:PATH or vmbus:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "file to write the received image to (required)")
