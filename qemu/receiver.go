@@ -24,8 +24,11 @@ type Config struct {
 	// Dialect, when set, is the dialect the source must speak; otherwise
 	// the stream tells (see [Dialect72], [Dialect10]).
 	Dialect Dialect
-	Method  sdk.Method // the source's multifd-compression; nil is none
-	UUID    [16]byte   // the source's -uuid; all zero without one
+	// Method is the source's multifd-compression; nil detects it: the
+	// first packet with pages names it among [Methods] (none, zlib,
+	// zstd), and a later packet of another method is an error.
+	Method sdk.Method
+	UUID   [16]byte // the source's -uuid; all zero without one
 	// Alloc makes the destination from the block list of the stream's
 	// MEM_SIZE record; nil is [core.Alloc].
 	Alloc func([]core.BlockInfo) (core.Memory, error)
@@ -90,9 +93,6 @@ type Receiver struct {
 
 // NewReceiver returns a receiver for one QEMU migration.
 func NewReceiver(cfg Config) *Receiver {
-	if cfg.Method == nil {
-		cfg.Method = core.Nocomp()
-	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
@@ -151,7 +151,7 @@ func (q *Receiver) Receive(ctx context.Context, ln net.Listener) (core.Memory, e
 		}
 	}
 	st, err := q.r.OpenStream(ctx, ln, engine.StreamConfig{
-		Channels: q.cfg.Channels, Method: q.cfg.Method, UUID: q.cfg.UUID,
+		Channels: q.cfg.Channels, Method: q.cfg.Method, Detect: Methods(), UUID: q.cfg.UUID,
 		OnSync: q.cfg.OnSync, OnPages: q.cfg.OnPages, Chunk: chunk,
 	})
 	if err != nil {

@@ -49,6 +49,12 @@ func TestQEMUDialectInsisted(t *testing.T) {
 
 // replayCase runs a QEMUReceiver on loopback and replays the case into it.
 func replayCase(t *testing.T, c qemuvectors.Case, dialect qemu.Dialect) (*qemu.Receiver, error) {
+	return replayWith(t, c, dialect, false)
+}
+
+// replayWith replays the case into a receiver that is told the method,
+// or detects it.
+func replayWith(t *testing.T, c qemuvectors.Case, dialect qemu.Dialect, detect bool) (*qemu.Receiver, error) {
 	t.Helper()
 	streams, err := c.LoadAll()
 	if err != nil {
@@ -70,7 +76,11 @@ func replayCase(t *testing.T, c qemuvectors.Case, dialect qemu.Dialect) (*qemu.R
 			t.Errorf("%d receiving ends left open", n)
 		}
 	}()
-	q := qemu.NewReceiver(qemu.Config{Channels: c.Channels, Method: tm, Dialect: dialect})
+	cfg := qemu.Config{Channels: c.Channels, Method: tm, Dialect: dialect}
+	if detect {
+		cfg.Method = nil
+	}
+	q := qemu.NewReceiver(cfg)
 	done := make(chan error, 1)
 	var mem core.Memory
 	go func() {
@@ -109,5 +119,28 @@ func testVectors(t *testing.T, env, set string, want qemu.Dialect) {
 			t.Logf("%s: %d pages on %d channels, %d zero pages on main, %d sync points, %d device bytes, machine %s",
 				c.Name, st.NormalPages, len(st.Channels), st.MainZeroPages, st.SyncPoints, st.DeviceBytes, st.Machine)
 		})
+	}
+}
+
+// TestQEMUVectorsDetect replays every capture of both QEMUs into a
+// receiver that is not told the method: the first packet with pages
+// names it, and RAM comes out right.
+func TestQEMUVectorsDetect(t *testing.T) {
+	for _, set := range []struct{ env, name string }{{"PAGEWIRE_QEMU_VECTORS", "qemu-7.2"}, {"PAGEWIRE_QEMU10_VECTORS", "qemu-10.0"}} {
+		for _, c := range qemuvectors.Cases(t, set.env, set.name) {
+			t.Run(set.name+"/"+c.Name, func(t *testing.T) {
+				q, err := replayWith(t, c, "", true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := c.Method
+				if want == "none" {
+					want = "nocomp"
+				}
+				if got := q.Stats().Method; got != want {
+					t.Errorf("detected %q, want %q", got, want)
+				}
+			})
+		}
 	}
 }

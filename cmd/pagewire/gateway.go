@@ -18,6 +18,9 @@ import (
 
 // qemuMethod looks up a QEMU multifd-compression name.
 func qemuMethod(flag, name string) (sdk.Method, error) {
+	if name == "auto" {
+		return nil, nil // the first packet with pages tells
+	}
 	m, err := qemu.Methods().Lookup(name)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s %s: %w", flag, name, err)}
@@ -115,7 +118,7 @@ leg fails the migration: the source sees its connections close.`,
 	cmd.Flags().StringVar(&listen, "listen", "", "address the QEMU source migrates to, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&to, "to", "", "address of the gateway-out (required)")
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the source's multifd-channels")
-	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the source's multifd-compression: none, zlib or zstd")
+	cmd.Flags().StringVar(&qmethod, "qemu-method", "auto", "the source's multifd-compression: none, zlib, zstd, or auto (the first packet with pages tells)")
 	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")
 	cmd.Flags().DurationVar(&patience, "wait", 30*time.Minute, "how long to wait for the source QEMU's channels")
 	return cmd
@@ -162,6 +165,9 @@ destination sees its connections close before the end of the stream.`,
 			}
 			var qm sdk.Method
 			var err error
+			if qmethod == "auto" {
+				return usageError{fmt.Errorf("--qemu-method auto: a destination cannot tell; give its multifd-compression: none, zlib or zstd")}
+			}
 			if qm, err = qemuMethod("--qemu-method", qmethod); err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/qemu"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 func qemuCmd() *cobra.Command {
@@ -63,12 +64,15 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 			if listen == "" || out == "" {
 				return usageError{fmt.Errorf("qemu recv: --listen ADDR and --out DIR are required")}
 			}
-			m, err := c.lookup()
-			if err != nil {
-				return err
-			}
-			if f := m.Info().Flag; f != 0 && f != 0x02 && f != 0x04 {
-				return usageError{fmt.Errorf("--method %s: QEMU's methods are none, zlib and zstd", m.Info().Name)}
+			var m sdk.Method // nil: the first packet with pages tells
+			if c.method != "auto" || c.plugin != "" {
+				var err error
+				if m, err = c.lookup(); err != nil {
+					return err
+				}
+				if err := qemu.CheckMethod(m); err != nil {
+					return usageError{fmt.Errorf("--method: %w", err)}
+				}
 			}
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
@@ -83,6 +87,9 @@ says them. Point the source at ADDR with QMP 'migrate'. The command exits
 	c.register(cmd)
 	cmd.Flags().Lookup("channels").DefValue = "2"
 	cmd.Flags().Set("channels", "2")
+	cmd.Flags().Lookup("method").Usage = "the source's multifd-compression: none, zlib, zstd, or auto (the first packet with pages tells)"
+	cmd.Flags().Lookup("method").DefValue = "auto"
+	cmd.Flags().Set("method", "auto")
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the RAM blocks and main.stream to (required)")
 	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")
@@ -153,7 +160,11 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg qemu.Co
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
-	fmt.Fprintf(os.Stderr, "expecting a QEMU migration with %d multifd channels, compression %s\n", cfg.Channels, cfg.Method.Info().Name)
+	method := "auto (the first packet with pages tells)"
+	if cfg.Method != nil {
+		method = cfg.Method.Info().Name
+	}
+	fmt.Fprintf(os.Stderr, "expecting a QEMU migration with %d multifd channels, compression %s\n", cfg.Channels, method)
 	q := qemu.NewReceiver(cfg)
 	pctx, cancel := context.WithCancel(ctx)
 	wait := c.showProgress(pctx, "qemu", total.Load, func() core.Stats { return q.Stats().Stats })

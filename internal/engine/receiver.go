@@ -79,6 +79,11 @@ type transfer struct {
 	wg      *sync.WaitGroup // the transfer's goroutines (pagewire's protocol)
 	ctlDone chan struct{}   // closed when readControl has returned
 
+	// detect, while not nil, is where the method is looked up by the
+	// first packet with pages (see decide); methodMu orders that.
+	detect   Methods
+	methodMu sync.Mutex
+
 	// lead is the transfer's lead channel: pagewire's control channel
 	// (ctl) or a QEMU source's main stream (main). fmt is what the
 	// packets may hold, which the lead's handshake decides.
@@ -105,6 +110,7 @@ type recvChan struct {
 	inPlace InPlaceReceiver // m, if it is one
 	seq     uint64
 	ctr     counters
+	decided bool // the transfer's method is known to this channel (see decide)
 
 	hdr     []byte
 	rh      wire.RAM
@@ -651,6 +657,52 @@ func (t *transfer) newReceivers() error {
 	return nil
 }
 
+// decide makes sure the transfer's method is known before this channel
+// uses it. A transfer that detects its method (a QEMU source, whose
+// method nothing on the wire announces) takes it from the first packet
+// with pages on any channel, whose flags name it; every channel comes
+// here, under methodMu, before it first reads t.method or t.info.
+func (c *recvChan) decide(flag uint32) error {
+	t := c.t
+	t.methodMu.Lock()
+	defer t.methodMu.Unlock()
+	if t.detect != nil {
+		m, err := methodByFlag(t.detect, flag)
+		if err != nil {
+			return c.errf("%w: %w", ErrMethodMismatch, err)
+		}
+		t.detect = nil
+		old := t.recvs
+		t.method, t.info = m, m.Info()
+		if err := t.newReceivers(); err != nil {
+			t.recvs = old // closed with the rest
+			return err
+		}
+		for _, r := range old {
+			if r != nil {
+				r.Close() // the detecting method's: never used
+			}
+		}
+		t.r.mu.Lock()
+		t.r.method = t.info.Name
+		t.r.mu.Unlock()
+	}
+	c.m = t.recvs[c.id]
+	c.inPlace, _ = c.m.(InPlaceReceiver)
+	c.decided = true
+	return nil
+}
+
+// methodByFlag finds the method of ms whose wire flag is flag.
+func methodByFlag(ms Methods, flag uint32) (sdk.Method, error) {
+	for _, name := range ms.Names() {
+		if m, err := ms.Lookup(name); err == nil && m.Info().Flag == flag {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("packet flags %#x name no method of %s", flag, strings.Join(ms.Names(), ", "))
+}
+
 // closeReceivers closes the method's receiving ends, those of channels
 // that never connected too. Nothing may use them any more.
 func (t *transfer) closeReceivers() {
@@ -894,6 +946,11 @@ func (c *recvChan) ram() error {
 			return c.errf("%w: %d payload bytes in a packet without pages", ErrBadPacket, rh.NextPacketSize)
 		}
 	} else {
+		if !c.decided {
+			if err := c.decide(rh.Flags & wire.FlagMethodMask); err != nil {
+				return err
+			}
+		}
 		if f := rh.Flags & wire.FlagMethodMask; f != t.info.Flag {
 			return c.errf("%w: packet flags %#x, method %s has %#x", ErrMethodMismatch, f, t.info.Name, t.info.Flag)
 		}

@@ -16,8 +16,11 @@ import (
 // source uses, since nothing on the wire negotiates it.
 type StreamConfig struct {
 	Channels int        // the source's multifd-channels
-	Method   sdk.Method // the source's multifd-compression; nil is nocomp
-	UUID     [16]byte
+	Method   sdk.Method // the source's multifd-compression
+	// Detect, when Method is nil, are the methods the first packet with
+	// pages may name (QEMU's); nil with a nil Method is nocomp.
+	Detect Methods
+	UUID   [16]byte
 	// OnSync and OnPages are as [ReceiverConfig]'s; Chunk, with OnSync,
 	// gives the hook's SyncPoint.Main.
 	OnSync  func(*SyncPoint) error
@@ -45,11 +48,13 @@ func (r *Receiver) OpenStream(ctx context.Context, ln net.Listener, cfg StreamCo
 	if cfg.Channels < 1 || cfg.Channels > wire.MaxChannels {
 		return nil, fmt.Errorf("%d multifd channels, want 1..%d", cfg.Channels, wire.MaxChannels)
 	}
-	if cfg.Method == nil {
-		cfg.Method = Nocomp()
+	if cfg.Method != nil {
+		cfg.Detect = nil
+	} else {
+		cfg.Method = Nocomp() // until the first packet with pages, when detecting
 	}
 	st := &Stream{t: &transfer{r: r, cfg: &r.cfg, failPath: failPath{side: "receiver", ln: ln},
-		lead: qemuLead{}, onSync: cfg.OnSync, onPages: cfg.OnPages, mainChunk: cfg.Chunk}}
+		lead: qemuLead{}, onSync: cfg.OnSync, onPages: cfg.OnPages, mainChunk: cfg.Chunk, detect: cfg.Detect}}
 	t := st.t
 	end := t.begin(ctx, &st.wg)
 	st.end = func() {

@@ -70,6 +70,52 @@ func TestForward(t *testing.T) {
 	}
 }
 
+// TestSourceMethodDetected: an In that is not told the source's method
+// (nil, as 'qemu gateway-in' without --qemu-method) takes it from the
+// first packet with pages, and refuses a packet of a method QEMU does
+// not have.
+func TestSourceMethodDetected(t *testing.T) {
+	for _, c := range []struct {
+		method string
+		fails  bool
+	}{{"zstd", false}, {"zlib", false}, {"nocomp", false}, {"lz4", true}} {
+		t.Run(c.method, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			m := newMigration(core.Dialect10, 3)
+			m.method = method(t, c.method).Method
+			dst, err := startDestination(ctx, m, 2, "nocomp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &gateway.In{Source: gateway.SourceConfig{UUID: m.uuid}, LinkConfig: core.SenderConfig{Channels: 2}}
+			out := &gateway.Out{Dest: dst.Dialer}
+			p, err := startPair(ctx, in, out, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serr := m.play(ctx, p.Source, nil)
+			rin, rout := p.wait()
+			if c.fails {
+				if !errors.Is(rin.err, core.ErrMethodMismatch) || !strings.Contains(rin.err.Error(), "packet flags 0x3c name no method") {
+					t.Errorf("In: %v, want a method QEMU does not have", rin.err)
+				}
+				if serr == nil || rout.err == nil {
+					t.Errorf("source: %v; Out: %v; want both failed", serr, rout.err)
+				}
+				dst.wait()
+				return
+			}
+			if serr != nil || rin.err != nil || rout.err != nil {
+				t.Fatalf("source: %v; In: %v; Out: %v", serr, rin.err, rout.err)
+			}
+			if err := dst.matches(m); err != nil {
+				t.Fatal("destination:", err)
+			}
+		})
+	}
+}
+
 // legOf returns err's leg, failing t if err is no *LegError.
 func legOf(t *testing.T, who string, err error) gateway.Leg {
 	t.Helper()

@@ -15,6 +15,7 @@ import (
 	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/qemu/gateway"
+	"github.com/pagewire/pagewire/sdk"
 )
 
 // A QEMU main stream, built by hand (see qemu/stream.go and
@@ -60,6 +61,7 @@ func (w *stream) marker(d core.Dialect) *stream {
 // stream chunk also zeroes one page of pc.ram.
 type migration struct {
 	dialect core.Dialect
+	method  sdk.Method // the source's multifd-compression; nil is none
 	uuid    [16]byte
 	mem     core.Blocks // the source's RAM; its final state once played
 	rounds  int
@@ -111,7 +113,7 @@ func zeroed(k int) uint64 { return uint64(k%4+4*(k+1)) * pageSize }
 // play migrates m as a QEMU source would to d (a gateway.In's listener).
 // after, when not nil, runs after round k's pages are synced.
 func (m *migration) play(ctx context.Context, d gateway.Dialer, after func(k int)) (err error) {
-	s, err := qemu.NewSender(ctx, d, m.mem, core.SenderConfig{Channels: 2, Dialect: m.dialect, UUID: m.uuid})
+	s, err := qemu.NewSender(ctx, d, m.mem, core.SenderConfig{Channels: 2, Dialect: m.dialect, UUID: m.uuid, Method: m.method})
 	if err != nil {
 		return err
 	}
