@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pagewire/pagewire/core/wire"
@@ -779,6 +782,9 @@ func isRemote(err error) bool {
 // itself idle. It returns when its work channel is closed or the transfer
 // fails.
 func (c *sendChan) loop() error {
+	// Source memory may be a file's mapping: one that shrinks under the
+	// transfer faults on access, which is then an error, not a crash.
+	debug.SetPanicOnFault(true)
 	for {
 		select {
 		case _, ok := <-c.work:
@@ -789,7 +795,7 @@ func (c *sendChan) loop() error {
 			return nil
 		}
 		c.seq++
-		if err := c.send(c.pkt); err != nil {
+		if err := c.guardedSend(); err != nil {
 			if c.s.ctx.Err() != nil {
 				return nil // already failing; the first error wins
 			}
@@ -798,6 +804,38 @@ func (c *sendChan) loop() error {
 		c.busy.Store(false)
 		c.s.ready <- struct{}{}
 	}
+}
+
+// errMemoryFault reports source memory that could not be read: a file
+// mapping whose file shrank under the transfer.
+var errMemoryFault = errors.New("memory fault")
+
+// guardedSend sends the channel's packet, turning a fault on source
+// memory into an error.
+func (c *sendChan) guardedSend() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = faultError(r)
+		}
+	}()
+	err = c.send(c.pkt)
+	if errors.Is(err, syscall.EFAULT) {
+		err = fmt.Errorf("%w: the kernel could not read source memory (a mapped file that shrank?): %w", errMemoryFault, err)
+	}
+	return err
+}
+
+// faultError is the error of a recovered memory fault; any other panic
+// goes on.
+func faultError(r any) error {
+	re, ok := r.(runtime.Error)
+	if !ok {
+		panic(r)
+	}
+	if a, ok := r.(interface{ Addr() uintptr }); ok {
+		return fmt.Errorf("%w at %#x (a mapped file that shrank?): %v", errMemoryFault, a.Addr(), re)
+	}
+	panic(r)
 }
 
 func (c *sendChan) send(p *sendPacket) error {
