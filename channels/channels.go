@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Dialer opens streams to one receiver.
@@ -162,7 +163,11 @@ type netDialer struct{ network, address string }
 
 func (d netDialer) Dial(ctx context.Context) (net.Conn, error) {
 	var nd net.Dialer
-	return nd.DialContext(ctx, d.network, d.address)
+	c, err := nd.DialContext(ctx, d.network, d.address)
+	if errors.Is(err, syscall.EPROTOTYPE) {
+		return nil, fmt.Errorf("%w: the socket at %s is not a stream socket (a vmbus: listener's?)", err, d.address)
+	}
+	return c, err
 }
 
 // Pipe is an in-memory transport: a listener whose Dial returns one end of

@@ -122,3 +122,32 @@ func TestUnixStaleSocket(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestWrongSocketKind: a unix: dialer at a vmbus: listener and a vmbus:
+// dialer at a unix: listener each say what they found.
+func TestWrongSocketKind(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ listen, dial, want string }{
+		{"vmbus:" + filepath.Join(dir, "v.sock"), "unix:" + filepath.Join(dir, "v.sock"), "not a stream socket"},
+		{"unix:" + filepath.Join(dir, "u.sock"), "vmbus:" + filepath.Join(dir, "u.sock"), "stream socket, as a unix: listener makes"},
+	} {
+		ln, err := channels.Listen(c.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := channels.NewDialer(c.dial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, err := d.Dial(ctx)
+		cancel()
+		if err == nil {
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s at %s: %v, want %q", c.dial, c.listen, err, c.want)
+		}
+		ln.Close()
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	vb "github.com/pagewire/pagewire/vmbus"
@@ -181,6 +182,9 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	defer d.mu.Unlock()
 	if d.g == nil {
 		g, err := vb.Dial(ctx, d.path, vb.GuestConfig{Timeout: d.cfg.Timeout, Channel: d.cfg.Channel})
+		if errors.Is(err, syscall.EPROTOTYPE) {
+			return nil, fmt.Errorf("vmbus dial %s: the socket there is a stream socket, as a unix: listener makes, not a vmbus: one: %w", d.path, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("vmbus dial %s: %w", d.path, err)
 		}
