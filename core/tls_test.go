@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,3 +81,27 @@ func TestTLSPapercuts(t *testing.T) {
 	})
 }
 
+
+// TestWrongPeer: a sender pointed at an HTTP server says so at once,
+// rather than reading "HTTP/" as a 1.4 GB message.
+func TestWrongPeer(t *testing.T) {
+	ln, d := tcpTransport(t)
+	done := make(chan struct{})
+	defer func() { ln.Close(); <-done }()
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+		io.Copy(io.Discard, c) // until the sender hangs up
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := core.NewSender(ctx, d, core.Blocks{{Name: "pc.ram", Data: make([]byte, 1<<20)}}, core.SenderConfig{})
+	if !errors.Is(err, core.ErrBadControl) || !strings.Contains(err.Error(), "the peer is an HTTP server") {
+		t.Errorf("sender: %v", err)
+	}
+}

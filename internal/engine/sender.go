@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -114,7 +115,15 @@ func (ctlSendLead) handshake(s *Sender, ctl net.Conn, hello []byte, deadline tim
 		}
 		return &ChannelError{Channel: -1, Err: writeErr(err)}
 	}
-	typ, body, err := wire.ReadMessage(ctl, nil)
+	// The answer's first bytes tell a peer of another kind.
+	var h [5]byte
+	n, err := io.ReadFull(ctl, h[:])
+	if err == nil {
+		if what := peerKind(h[:]); what != "" {
+			return &ChannelError{Channel: -1, Err: fmt.Errorf("%w: the peer is %s, not a pagewire receiver", ErrBadControl, what)}
+		}
+	}
+	typ, body, err := wire.ReadMessage(io.MultiReader(bytes.NewReader(h[:n]), errReader{err}, ctl), nil)
 	switch {
 	case err == io.EOF:
 		return &ChannelError{Channel: -1, Err: fmt.Errorf("%w before accepting the transfer", ErrPeerGone)}
@@ -181,6 +190,22 @@ func (ctlSendLead) finish(s *Sender) error {
 	case <-timeout:
 		return &ChannelError{Channel: -1, Err: fmt.Errorf("no confirmation from the receiver within %v", s.cfg.Timeout)}
 	}
+}
+
+// peerKind names a peer by the first bytes of its answer, "" for one
+// that may be a pagewire receiver.
+func peerKind(b []byte) string {
+	switch {
+	case string(b[:4]) == "HTTP":
+		return "an HTTP server"
+	case (b[0] == 0x15 || b[0] == 0x16) && b[1] == 0x03:
+		return "a TLS server (this end does not use TLS)"
+	case string(b[:4]) == "SSH-":
+		return "an SSH server"
+	case string(b[:4]) == "QEVM":
+		return "a QEMU migration stream"
+	}
+	return ""
 }
 
 // mainSendLead is a QEMU destination's main channel, which the caller
