@@ -180,6 +180,9 @@ type summary struct {
 	// MBps is of guest RAM, zero pages included.
 	WireMBps float64 `json:"wire_mb_per_s"`
 	Plugin   string  `json:"plugin,omitempty"` // the --plugin file that ran the method
+	// QEMUDialect is a gateway's QEMU migration's dialect; Dialect is
+	// then the link's.
+	QEMUDialect string `json:"qemu_dialect,omitempty"`
 	// A go-plugin sender's packets taken by offset in shared memory and
 	// as copies (goplugin.Method.SharedPackets).
 	PluginShared *uint64 `json:"plugin_shared_packets,omitempty"`
@@ -220,12 +223,19 @@ func (c *common) report(w io.Writer, s summary) {
 	if s.Plugin != "" {
 		method += " (plugin " + s.Plugin + ")"
 	}
-	fmt.Fprintf(w, "%s: %s of RAM in %.2fs (%.0f MB/s of RAM, %.0f MB/s on the wire): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, dialect %s\n",
+	fmt.Fprintf(w, "%s: %s of RAM in %.2fs (%.0f MB/s of RAM, %.0f MB/s on the wire): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, %s\n",
 		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.WireMBps, s.Pages, s.ZeroPages,
-		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, s.Dialect)
+		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, dialectText(s))
 	if s.PluginShared != nil && s.PluginCopied != nil {
 		fmt.Fprintf(w, "%s: the plugin took %d packets from shared memory and %d as copies\n", s.Role, *s.PluginShared, *s.PluginCopied)
 	}
+}
+
+func dialectText(s summary) string {
+	if s.QEMUDialect != "" {
+		return fmt.Sprintf("QEMU dialect %s (the link's %s)", s.QEMUDialect, s.Dialect)
+	}
+	return "dialect " + s.Dialect
 }
 
 // wireRate is MB/s on the wire (multifd and control bytes).

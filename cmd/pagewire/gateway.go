@@ -108,7 +108,7 @@ leg fails the migration: the source sees its connections close.`,
 				Link:       d,
 				LinkConfig: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			})
 		},
@@ -208,7 +208,7 @@ destination sees its connections close before the end of the stream.`,
 				Dest:       d,
 				DestConfig: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, g.RAMBytes, g.Stats, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			})
 		},
@@ -229,7 +229,7 @@ destination sees its connections close before the end of the stream.`,
 // runGateway runs a gateway with a progress line (desc) and reports its
 // summary (role, addr).
 func runGateway(ctx context.Context, c *common, desc, role, addr string, total func() int64, stats func() core.Stats,
-	run func(context.Context) (core.Stats, error)) error {
+	qemuDialect func() core.Dialect, run func(context.Context) (core.Stats, error)) error {
 	pctx, cancel := context.WithCancel(ctx)
 	wait := c.showProgress(pctx, desc, total, stats)
 	st, err := run(ctx)
@@ -240,6 +240,7 @@ func runGateway(ctx context.Context, c *common, desc, role, addr string, total f
 	}
 	sum := newSummary(role, st)
 	sum.Addr = addr
+	sum.QEMUDialect = string(qemuDialect())
 	c.report(os.Stderr, sum)
 	return nil
 }

@@ -63,6 +63,9 @@ func TestForward(t *testing.T) {
 					t.Errorf("%s: %d channels, method %s, %d pages", name, len(st.Channels), st.Method, st.NormalPages)
 				}
 			}
+			if in.QEMUDialect() != d || out.QEMUDialect() != d {
+				t.Errorf("QEMUDialect: In %q, Out %q, want %q", in.QEMUDialect(), out.QEMUDialect(), d)
+			}
 			if in.RAMBytes() != m.ramBytes() || out.RAMBytes() != m.ramBytes() {
 				t.Errorf("RAMBytes: In %d, Out %d, want %d", in.RAMBytes(), out.RAMBytes(), m.ramBytes())
 			}

@@ -54,6 +54,15 @@ type In struct {
 	running atomic.Bool
 	link    atomic.Pointer[core.Sender]
 	ram     atomic.Int64
+	dialect atomic.Value // core.Dialect: the source's, once it spoke
+}
+
+// QEMUDialect returns the source QEMU's multifd dialect once its stream
+// has shown it ("" before); the link's own is in [In.Stats]. Any
+// goroutine may call it.
+func (g *In) QEMUDialect() core.Dialect {
+	d, _ := g.dialect.Load().(core.Dialect)
+	return d
 }
 
 // Stats returns the link's statistics so far: zero until the link is
@@ -94,6 +103,7 @@ func (g *In) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	}
 	g.link.Store(nil)
 	g.ram.Store(0)
+	g.dialect.Store(core.Dialect(""))
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -143,6 +153,7 @@ func (r *inRun) sync(p *core.SyncPoint) error {
 		// A failed link fails the source's leg at once, not at the next
 		// sync point.
 		r.stopWatch = watch(s, r.cancel, LegLink)
+		r.g.dialect.Store(core.Dialect(r.q.Stats().Dialect))
 		h, _ := json.Marshal(hello{Dialect: core.Dialect(r.q.Stats().Dialect), UUID: r.g.Source.UUID})
 		if err := s.SendDeviceState(blobHello, 0, h); err != nil {
 			return &LegError{LegLink, err}

@@ -54,6 +54,15 @@ type Out struct {
 	running atomic.Bool
 	link    atomic.Pointer[core.Receiver]
 	ram     atomic.Int64
+	dialect atomic.Value // core.Dialect: the source's, from the In's hello
+}
+
+// QEMUDialect returns the QEMU migration's multifd dialect (the
+// source's, which the destination is fed) once the In has said it (""
+// before); the link's own is in [Out.Stats]. Any goroutine may call it.
+func (g *Out) QEMUDialect() core.Dialect {
+	d, _ := g.dialect.Load().(core.Dialect)
+	return d
 }
 
 // Stats returns the link's statistics so far, its final figures once Run
@@ -105,6 +114,7 @@ func (g *Out) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	}
 	g.link.Store(nil)
 	g.ram.Store(0)
+	g.dialect.Store(core.Dialect(""))
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -168,6 +178,7 @@ func (r *outRun) deviceState(idstr string, instance uint32, blob []byte) error {
 		}
 		cfg := r.cfg
 		cfg.UUID, cfg.Dialect = h.UUID, h.Dialect
+		r.g.dialect.Store(h.Dialect)
 		qs, err := qemu.NewSender(r.ctx, r.g.Dest, r.mem, cfg)
 		if err != nil {
 			return &LegError{LegDestination, err}
