@@ -140,6 +140,10 @@ func (c *common) showProgress(ctx context.Context, desc string, total func() int
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
+	// Start the bar's clock now: its first rate is then bytes over the
+	// time since the command started, not over the first render's few
+	// microseconds.
+	bar.Set64(0)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -149,6 +153,10 @@ func (c *common) showProgress(ctx context.Context, desc string, total func() int
 		for {
 			select {
 			case <-ctx.Done():
+				// The last figures, not the last tick's, before the bar
+				// is cleared.
+				last := stats()
+				bar.Set64(int64(last.RAMBytes()))
 				bar.Finish()
 				bar.Exit()
 				return
