@@ -16,6 +16,23 @@
 // checks and is stopped by a watchdog at its calls to pagewire.check
 // ([TierFast]); a WASI module runs with the checks ([TierChecked]) unless
 // the Config trusts it. The package starts no goroutines of its own.
+//
+// A module's start function (its start section and _initialize) and the
+// calls Load makes always run with wazero's per-loop checks, whatever the
+// tier: Load stops them at Config.CallTimeout ([ErrDeadline]) or when its
+// context is cancelled. In the fast and trusted tiers Load runs them in a
+// second, checked compilation of the module that it discards before it
+// returns; each channel's instance then runs the same start function
+// without the checks, which is safe because a module without WASI imports
+// (or with WASI's fake clock, no inputs and the deterministic random
+// source the host gives it) computes the same thing every time.
+//
+// A call in the fast or trusted tier that loops without calling
+// pagewire.check is not only unstoppable: wazero's machine code cannot be
+// preempted by the Go runtime either, so once a garbage collection starts
+// it waits for that call, and the whole process stops with it, signal
+// handlers included (only SIGKILL ends it). Run modules you do not trust
+// with Config.Strict.
 package wasm
 
 import (
@@ -66,7 +83,8 @@ const (
 	// pagewire.check). Its code runs without wazero's per-loop checks,
 	// at full speed; a call past its deadline is stopped at the module's
 	// next call to pagewire.check. A module that never calls it cannot
-	// be stopped while it runs.
+	// be stopped while it runs, and stalls the whole process at the next
+	// garbage collection (see the package doc).
 	TierFast Tier = "fast"
 	// TierChecked: wazero checks for the deadline at every loop header
 	// (CloseOnContextDone): stoppable anywhere, 2.5-5x slower. WASI
@@ -89,7 +107,8 @@ type Config struct {
 	CacheDir string
 	// MemoryLimit caps each instance's linear memory in bytes; 0 is 256 MiB.
 	MemoryLimit int
-	// CallTimeout bounds every call into the module; 0 is 10s.
+	// CallTimeout bounds every call into the module, and each instance's
+	// start function; 0 is 10s.
 	CallTimeout time.Duration
 	// Log receives what the module writes to stdout and stderr; nil is
 	// slog.Default().
@@ -153,39 +172,18 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	} else if cfg.Strict && !cfg.Trusted {
 		tier = TierChecked
 	}
-	rc := wazero.NewRuntimeConfigCompiler().
-		WithMemoryLimitPages(uint32((cfg.MemoryLimit + 65535) / 65536)).
-		WithCloseOnContextDone(tier == TierChecked) // the per-call deadline can stop a module that loops
-	if cfg.CacheDir != "-" {
-		dir := cfg.CacheDir
-		if dir == "" {
-			if d, err := os.UserCacheDir(); err == nil {
-				dir = filepath.Join(d, "pagewire", "wasm")
-			}
-		}
-		if dir != "" {
-			if cache, err := wazero.NewCompilationCacheWithDir(dir); err == nil {
-				rc = rc.WithCompilationCache(cache)
-			}
-		}
-	}
 	m := &Module{name: name, cfg: cfg, size: len(b), sum: sha256.Sum256(b), tier: tier}
-	m.rt = wazero.NewRuntimeWithConfig(ctx, rc)
+	// Only the checked tier's code can be stopped anywhere: the per-call
+	// deadline and a cancelled context stop a module that loops.
+	if m.rt, err = newRuntime(ctx, cfg, tier == TierChecked); err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			m.rt.Close(ctx)
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
-		return nil, err
-	}
-	_, err = m.rt.NewHostModuleBuilder(Host).NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(check), nil, nil).Export("check").
-		Instantiate(ctx)
-	if err != nil {
-		return nil, err
-	}
 	start := time.Now()
 	compiled, err := m.rt.CompileModule(ctx, b)
 	if err != nil {
@@ -208,7 +206,21 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 			return nil, fmt.Errorf("%w: %s: %s has %d parameters and %d results (sdk/ABI.md)", ErrPlugin, name, e, len(f.ParamTypes()), len(f.ResultTypes()))
 		}
 	}
-	inst, err := m.instantiate(ctx, -1)
+	// The start function and the calls below run where they can be
+	// stopped: in this runtime in the checked tier, and otherwise in a
+	// checked compilation of their own (see the package doc).
+	probe := m
+	if tier != TierChecked {
+		probe = &Module{name: name, cfg: cfg, tier: TierChecked}
+		if probe.rt, err = newRuntime(ctx, cfg, true); err != nil {
+			return nil, err
+		}
+		defer probe.rt.Close(ctx)
+		if probe.compiled, err = probe.rt.CompileModule(ctx, b); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
+		}
+	}
+	inst, err := probe.instantiate(ctx, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +249,41 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	}
 	ok = true
 	return m, nil
+}
+
+// newRuntime returns a runtime with the host modules a plugin may import.
+// closeOnDone turns on wazero's per-loop checks (CloseOnContextDone): its
+// calls stop when their context is done.
+func newRuntime(ctx context.Context, cfg Config, closeOnDone bool) (wazero.Runtime, error) {
+	rc := wazero.NewRuntimeConfigCompiler().
+		WithMemoryLimitPages(uint32((cfg.MemoryLimit + 65535) / 65536)).
+		WithCloseOnContextDone(closeOnDone)
+	if cfg.CacheDir != "-" {
+		dir := cfg.CacheDir
+		if dir == "" {
+			if d, err := os.UserCacheDir(); err == nil {
+				dir = filepath.Join(d, "pagewire", "wasm")
+			}
+		}
+		if dir != "" {
+			if cache, err := wazero.NewCompilationCacheWithDir(dir); err == nil {
+				rc = rc.WithCompilationCache(cache) // keyed by closeOnDone too
+			}
+		}
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	_, err := rt.NewHostModuleBuilder(Host).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(check), nil, nil).Export("check").
+		Instantiate(ctx)
+	if err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	return rt, nil
 }
 
 // Info implements [sdk.Method]. A module that reports Raw (its payload is
@@ -347,11 +394,20 @@ func (m *Module) instantiate(ctx context.Context, ch int) (*instance, error) {
 		WithStdin(eofReader{})
 	inst := &instance{m: m, ch: ch, fns: make(map[string]api.Function)}
 	inst.ctx = context.WithValue(ctx, instanceKey{}, inst)
+	// The start function runs under the per-call deadline: wazero stops
+	// it there in the checked tier, and check does at its calls.
 	ictx, cancel := context.WithTimeout(inst.ctx, m.cfg.CallTimeout)
 	defer cancel()
 	inst.deadline = time.Now().Add(m.cfg.CallTimeout)
 	mod, err := m.rt.InstantiateModule(ictx, m.compiled, mc)
+	inst.deadline = time.Time{}
 	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w: start function stopped: %w", m.errorf(ch, "instantiate"), context.Cause(ctx))
+		case inst.fired || ictx.Err() == context.DeadlineExceeded:
+			return nil, fmt.Errorf("%w: start function gave no answer within %v: %w", m.errorf(ch, "instantiate"), m.cfg.CallTimeout, ErrDeadline)
+		}
 		return nil, m.errorf(ch, "instantiate: %v", err)
 	}
 	inst.mod = mod
@@ -394,8 +450,10 @@ func (in *instance) call(name string, args ...uint64) (uint64, error) {
 	err := fn.CallWithStack(ctx, in.stack[:])
 	in.deadline = time.Time{}
 	if err != nil {
-		if in.fired || ctx.Err() == context.DeadlineExceeded {
+		if in.fired || (ctx.Err() == context.DeadlineExceeded && in.ctx.Err() == nil) {
 			in.dead = fmt.Errorf("%w: no answer within %v: %w", in.m.errorf(in.ch, "%s", name), in.m.cfg.CallTimeout, ErrDeadline)
+		} else if in.ctx.Err() != nil {
+			in.dead = fmt.Errorf("%w: stopped: %w", in.m.errorf(in.ch, "%s", name), context.Cause(in.ctx))
 		} else {
 			in.dead = in.m.errorf(in.ch, "%s: %v", name, err)
 		}

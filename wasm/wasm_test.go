@@ -63,6 +63,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build testdata/spin: %v\n%s", err, b)
 		os.Exit(1)
 	}
+	modules["startloop"] = filepath.Join(dir, "startloop.wasm")
+	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
+		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["startloop"], "testdata/startloop/startloop.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build testdata/startloop: %v\n%s", err, b)
+		os.Exit(1)
+	}
 	builds["rle-go"] = "../examples/wasm-go"
 	for name, pkg := range builds {
 		out := filepath.Join(dir, name+".wasm")

@@ -23,7 +23,7 @@ func pluginCmd() *cobra.Command {
 }
 
 func pluginInspectCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, strict bool
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
 		Short: "Show a plugin's ABI or protocol version, method, wire flag, size and sha256 (Wasm: tier, imports, exports)",
@@ -46,7 +46,7 @@ func pluginInspectCmd() *cobra.Command {
 					in.File, in.Kind, in.Size, in.SHA256, in.Protocol, in.Method, in.Flag, in.Raw, in.StartDur)
 				return nil
 			}
-			m, err := wasm.Load(cmd.Context(), args[0], wasm.Config{})
+			m, err := wasm.Load(cmd.Context(), args[0], wasm.Config{Strict: strict})
 			if err != nil {
 				return err
 			}
@@ -72,6 +72,7 @@ func pluginInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&strict, "strict", false, "load a Wasm module with per-loop deadline checks, as send and recv do with --plugin-strict (the tier shown is then checked)")
 	return cmd
 }
 
@@ -79,7 +80,7 @@ func pluginInspectCmd() *cobra.Command {
 // has the measurements).
 var tierNotes = map[wasm.Tier]string{
 	wasm.TierFast:    "imports nothing from WASI: runs without per-loop checks; a call past its deadline stops at its next pagewire.check",
-	wasm.TierChecked: "imports WASI: wazero checks the deadline at every loop header, stoppable anywhere, 2.5-5x slower",
+	wasm.TierChecked: "imports WASI, or --strict: wazero checks the deadline at every loop header, stoppable anywhere, 2.5-5x slower",
 	wasm.TierTrusted: "imports WASI, trusted: no per-loop checks, stoppable only at pagewire.check",
 }
 
