@@ -80,4 +80,15 @@ func TestStartCancel(t *testing.T) {
 	}
 }
 
+// TestExportSignatures: a module whose exports do not have the ABI's
+// signatures (a pagewire_prepare with three parameters) is refused at
+// load, naming the export and both signatures (issue 16, item 9).
+func TestExportSignatures(t *testing.T) {
+	_, err := wasm.Load(context.Background(), modules["badsig"], wasm.Config{CacheDir: testCache()})
+	want := "badsig.wasm: pagewire_prepare is (i32, i32, i32) -> i32; ABI v1 wants (i32, i32, i32, i32) -> i32"
+	if !errors.Is(err, wasm.ErrPlugin) || err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Load: %v, want an error containing %q", err, want)
+	}
+}
+
 func testCache() string { return filepath.Join(os.TempDir(), "pagewire-wasm-test-cache") }

@@ -48,6 +48,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -197,13 +198,14 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 			return nil, fmt.Errorf("%w: %s imports %s.%s; a plugin may import only %s and %s.check", ErrPlugin, name, mod, fn, wasi_snapshot_preview1.ModuleName, Host)
 		}
 	}
-	for _, e := range []string{"pagewire_abi_version", "pagewire_info", "pagewire_alloc", "pagewire_setup", "pagewire_prepare", "pagewire_recv", "pagewire_cleanup", "pagewire_last_error"} {
-		f, ok := compiled.ExportedFunctions()[e]
+	for _, e := range exports {
+		f, ok := compiled.ExportedFunctions()[e.name]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s does not export %s: not a pagewire plugin (sdk/ABI.md)", ErrPlugin, name, e)
+			return nil, fmt.Errorf("%w: %s does not export %s: not a pagewire plugin (sdk/ABI.md)", ErrPlugin, name, e.name)
 		}
-		if len(f.ResultTypes()) != 1 || len(f.ParamTypes()) > 5 {
-			return nil, fmt.Errorf("%w: %s: %s has %d parameters and %d results (sdk/ABI.md)", ErrPlugin, name, e, len(f.ParamTypes()), len(f.ResultTypes()))
+		if !slices.Equal(f.ParamTypes(), e.params) || !slices.Equal(f.ResultTypes(), e.results) {
+			return nil, fmt.Errorf("%w: %s: %s is %s; ABI v%d wants %s (sdk/ABI.md)", ErrPlugin, name, e.name,
+				signature(f.ParamTypes(), f.ResultTypes()), ABIVersion, signature(e.params, e.results))
 		}
 	}
 	// The start function and the calls below run where they can be
@@ -284,6 +286,44 @@ func newRuntime(ctx context.Context, cfg Config, closeOnDone bool) (wazero.Runti
 		return nil, err
 	}
 	return rt, nil
+}
+
+var (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+)
+
+// exports are the functions a plugin exports, with their signatures
+// (sdk/ABI.md).
+var exports = []struct {
+	name            string
+	params, results []api.ValueType
+}{
+	{"pagewire_abi_version", nil, []api.ValueType{i32}},
+	{"pagewire_info", nil, []api.ValueType{i64}},
+	{"pagewire_alloc", []api.ValueType{i32}, []api.ValueType{i32}},
+	{"pagewire_setup", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}},
+	{"pagewire_prepare", []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}},
+	{"pagewire_recv", []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}},
+	{"pagewire_cleanup", nil, []api.ValueType{i32}},
+	{"pagewire_last_error", nil, []api.ValueType{i64}},
+}
+
+// signature formats a function type the way sdk/ABI.md writes it:
+// (i32, i32) -> i32.
+func signature(params, results []api.ValueType) string {
+	names := func(ts []api.ValueType) string {
+		s := make([]string, len(ts))
+		for i, t := range ts {
+			s[i] = api.ValueTypeName(t)
+		}
+		return strings.Join(s, ", ")
+	}
+	r := names(results)
+	if len(results) != 1 {
+		r = "(" + r + ")"
+	}
+	return "(" + names(params) + ") -> " + r
 }
 
 // Info implements [sdk.Method]. A module that reports Raw (its payload is

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		"nocomp": "../plugins/nocomp/plugin", "zlib": "../plugins/zlib/plugin",
 		"zstd": "../plugins/zstd/plugin", "lz4": "../plugins/lz4/plugin",
 		"loop": "./testdata/loop", "exit": "./testdata/exit", "v2": "./testdata/v2", "badimport": "./testdata/badimport",
+		"badsig": "./testdata/badsig",
 	}
 	cmd := exec.Command("make", "-s", "-C", "../examples/wasm-c", "OUT="+filepath.Join(dir, "rle-c.wasm"))
 	if b, err := cmd.CombinedOutput(); err != nil {
