@@ -59,6 +59,7 @@ type common struct {
 	loaded      sdk.Method // the --plugin method
 	closeLoaded func()     // closes loaded
 	flags       *pflag.FlagSet
+	receiving   bool // registerRecv's: --channels 0 is "the sender's"
 }
 
 func (c *common) register(cmd *cobra.Command) {
@@ -75,7 +76,7 @@ func (c *common) register(cmd *cobra.Command) {
 // sender: --channels and --method only insist, and nothing compresses.
 func (c *common) registerRecv(cmd *cobra.Command) {
 	f := cmd.Flags()
-	c.flags = f
+	c.flags, c.receiving = f, true
 	f.IntVarP(&c.channels, "channels", "n", 0, "insist on this many multifd channels (default: the sender's)")
 	f.StringVarP(&c.method, "method", "m", "", "insist on this compression method (default: the sender's, among 'pagewire methods' or --plugin)")
 	c.registerCommon(cmd)
@@ -93,7 +94,7 @@ func (c *common) registerCommon(cmd *cobra.Command) {
 }
 
 func (c *common) lookup() (sdk.Method, error) {
-	if c.channels < 1 || c.channels > 255 {
+	if (c.channels < 1 && !c.receiving) || c.channels < 0 || c.channels > 255 {
 		return nil, usageError{fmt.Errorf("--channels %d: want 1..255", c.channels)}
 	}
 	if c.plugin != "" {

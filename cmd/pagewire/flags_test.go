@@ -1,6 +1,8 @@
 package main_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,5 +30,16 @@ func TestFlagPapercuts(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("recv --help lacks %q", want)
 		}
+	}
+	// recv --method insists on a method without --channels.
+	img := filepath.Join(t.TempDir(), "guest.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--out", t.TempDir()+"/x.img", "--method", "zstd")
+	s := start(t, "send", "--to", addr, "--method", "lz4", img)
+	s.wait(t)
+	if code := r.wait(t); code != 1 || !strings.Contains(r.stderr.String(), "receiver expects zstd") {
+		t.Errorf("recv --method zstd against lz4: exited %d: %s", code, r.stderr)
 	}
 }

@@ -45,8 +45,8 @@ otherwise the receiver follows the sender.`,
 			}
 			cfg := core.ReceiverConfig{Methods: builtin.Methods(), Timeout: c.timeout}
 			if cmd.Flags().Changed("channels") {
-				if _, err := c.lookup(); err != nil {
-					return err
+				if c.channels < 1 || c.channels > 255 {
+					return usageError{fmt.Errorf("--channels %d: want 1..255", c.channels)}
 				}
 				cfg.Channels = c.channels
 			}
@@ -58,9 +58,11 @@ otherwise the receiver follows the sender.`,
 				cfg.Method = m
 			}
 			var (
-				image *core.Image
-				total atomic.Int64
+				image      *core.Image
+				total      atomic.Int64
+				unregister = func() {}
 			)
+			defer func() { unregister() }()
 			partial := out + ".partial"
 			cfg.Alloc = func(blocks []core.BlockInfo) (core.Memory, error) {
 				if len(blocks) != 1 {
@@ -73,6 +75,9 @@ otherwise the receiver follows the sender.`,
 				if err != nil {
 					return nil, err // CreateImage removed what it made
 				}
+				// A signal that ends the process mid-transfer leaves no
+				// .partial behind.
+				unregister = atExit(func() { os.Remove(partial) })
 				image = im
 				total.Store(int64(blocks[0].Size))
 				return im, nil
@@ -89,7 +94,11 @@ otherwise the receiver follows the sender.`,
 				if err := im.Close(); err != nil {
 					return fmt.Errorf("%s: %w", partial, err)
 				}
-				return os.Rename(partial, out)
+				if err := os.Rename(partial, out); err != nil {
+					return err
+				}
+				unregister() // in place: nothing to remove any more
+				return nil
 			}
 			ln, err := l.listen(listen)
 			if err != nil {

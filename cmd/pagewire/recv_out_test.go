@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestRecvOutChecked: an --out that names a directory, or a file in a
@@ -27,4 +29,47 @@ func TestRecvOutChecked(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
 		t.Error("created the missing directory")
 	}
+}
+
+// TestRecvSignalLeavesNoPartial: recv ended by SIGTERM in the middle of
+// a transfer exits at once and leaves neither IMAGE nor IMAGE.partial.
+func TestRecvSignalLeavesNoPartial(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "guest.img")
+	data := make([]byte, 64<<20)
+	for i := range data {
+		data[i] = byte(i>>12) | 1
+	}
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.img")
+	r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--out", out)
+	s := start(t, "send", "--to", addr, "--max-bandwidth", "8M", img) // about 8 s
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(out + ".partial"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no .partial within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	code := r.wait(t)
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("recv took %v to end after SIGTERM", el)
+	}
+	if code == 0 {
+		t.Errorf("recv exited 0 after SIGTERM: %s", r.stderr)
+	}
+	for _, f := range []string{out, out + ".partial"} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left behind", f)
+		}
+	}
+	s.wait(t)
 }
