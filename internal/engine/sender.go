@@ -843,11 +843,7 @@ func (c *sendChan) guardedSend() (err error) {
 			err = faultError(r)
 		}
 	}()
-	err = c.send(c.pkt)
-	if errors.Is(err, syscall.EFAULT) {
-		err = fmt.Errorf("%w: the kernel could not read source memory (a mapped file that shrank?): %w", errMemoryFault, err)
-	}
-	return err
+	return c.send(c.pkt)
 }
 
 // faultError is the error of a recovered memory fault; any other panic
@@ -895,6 +891,10 @@ func (c *sendChan) send(p *sendPacket) error {
 	c.bufs = c.vec
 	n, err := c.bufs.WriteTo(c.conn)
 	c.ctr.wire.Add(uint64(n))
+	if errors.Is(err, syscall.EFAULT) {
+		// Not the peer's doing: this end's memory (see guardedSend).
+		return fmt.Errorf("%w: the kernel could not read source memory (a mapped file that shrank?): %w", errMemoryFault, err)
+	}
 	if err != nil {
 		return writeErr(err)
 	}
