@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,5 +42,19 @@ func TestFlagPapercuts(t *testing.T) {
 	s.wait(t)
 	if code := r.wait(t); code != 1 || !strings.Contains(r.stderr.String(), "receiver expects zstd") {
 		t.Errorf("recv --method zstd against lz4: exited %d: %s", code, r.stderr)
+	}
+}
+
+// TestJSONError: a command run with --json that fails prints an error
+// object on stdout.
+func TestJSONError(t *testing.T) {
+	p := start(t, "send", "--to", "tcp:127.0.0.1:1", "--json", filepath.Join(t.TempDir(), "missing.img"))
+	code := p.wait(t)
+	var got struct {
+		Error    string `json:"error"`
+		ExitCode int    `json:"exit_code"`
+	}
+	if err := json.Unmarshal(p.stdout.Bytes(), &got); err != nil || got.Error == "" || got.ExitCode != code || code == 0 {
+		t.Errorf("exit %d, stdout %q (%v)", code, p.stdout.String(), err)
 	}
 }

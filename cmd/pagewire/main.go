@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -158,18 +159,26 @@ shared memory, offered by the receiver on the unix socket PATH).`,
 		pf = f
 		return pprof.StartCPUProfile(f)
 	}
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if pf != nil {
 		pprof.StopCPUProfile()
 		pf.Close()
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pagewire: %v\n", err)
+		code := 1
 		var ue usageError
 		if errors.As(err, &ue) {
-			exit(2)
+			code = 2
 		}
-		exit(1)
+		if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
+			// A script reading --json gets an answer on failure too.
+			json.NewEncoder(os.Stdout).Encode(struct {
+				Error    string `json:"error"`
+				ExitCode int    `json:"exit_code"`
+			}{err.Error(), code})
+		}
+		exit(code)
 	}
 	runExitFuncs()
 }
