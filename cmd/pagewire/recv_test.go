@@ -10,30 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/pagewire/pagewire/internal/pagegen"
 	"github.com/pagewire/pagewire/internal/qemuvectors"
+	"github.com/pagewire/pagewire/internal/testfs"
 )
-
-// smallFS mounts a tmpfs of the given size (mount(8)'s size=) on a new
-// temporary directory for the test, or skips the test where it cannot.
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a %s tmpfs: %v", size, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // writeImage writes a size-byte image of mixed pages to a new file.
 func writeImage(t *testing.T, size int, seed uint64) (string, []byte) {
@@ -88,7 +68,7 @@ func leftIn(t *testing.T, dir string) []string {
 // naming the file and saying the disk is full, removes the .partial, and
 // the sender fails with the receiver's reason.
 func TestRecvDiskFull(t *testing.T) {
-	dir := smallFS(t, "4m")
+	dir := testfs.Small(t, "4m")
 	src, _ := writeImage(t, 16<<20, 16)
 	for _, method := range []string{"nocomp", "zstd"} {
 		t.Run(method, func(t *testing.T) {
@@ -159,7 +139,7 @@ func TestRecvPartialSymlink(t *testing.T) {
 // error naming pc.ram.raw and saying the disk is full, leaves no files,
 // and does not crash (before issue 16's fix it died of SIGBUS).
 func TestQEMURecvDiskFull(t *testing.T) {
-	dir := smallFS(t, "4m")
+	dir := testfs.Small(t, "4m")
 	c := qemuvectors.Cases(t, "PAGEWIRE_QEMU10_VECTORS", "qemu-10.0")[0]
 	streams, err := c.LoadAll()
 	if err != nil {

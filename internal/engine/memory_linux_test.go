@@ -10,26 +10,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// smallFS mounts a tmpfs of the given size (mount(8)'s size=) on a new
-// temporary directory for the test, or skips the test where it cannot.
-func smallFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Skipf("cannot mount a %s tmpfs: %v", size, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
+	"github.com/pagewire/pagewire/internal/testfs"
+)
 
 // TestCreateImageDiskFull: an image larger than the free space is
 // refused by CreateImage, with an error wrapping ENOSPC that names the
@@ -38,7 +21,7 @@ func smallFS(t *testing.T, size string) string {
 // through the mapping filled the disk. An image that fits is reserved
 // whole, and still reads as zeros.
 func TestCreateImageDiskFull(t *testing.T) {
-	dir := smallFS(t, "4m")
+	dir := testfs.Small(t, "4m")
 	path := filepath.Join(dir, "x")
 	im, err := CreateImage(path, "pc.ram", 16<<20)
 	if err == nil {

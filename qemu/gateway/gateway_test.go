@@ -157,7 +157,9 @@ func TestFailingLeg(t *testing.T) {
 			}
 			cut := &cutDialer{}
 			in := &gateway.In{Source: gateway.SourceConfig{UUID: m.uuid}, LinkConfig: core.SenderConfig{Channels: 2}}
-			out := &gateway.Out{Dest: dst.Dialer}
+			// A link cut before it opened leaves the Out waiting for it:
+			// it gives up well within the test's bound.
+			out := &gateway.Out{Dest: dst.Dialer, Link: gateway.LinkConfig{HandshakeTimeout: 5 * time.Second}}
 			var wrap func(gateway.Dialer) gateway.Dialer
 			if c.cut == gateway.LegDestination {
 				cut.d, out.Dest = dst.Dialer, cut
