@@ -54,6 +54,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/pagewire/pagewire/sdk"
@@ -107,6 +108,11 @@ type Config struct {
 	// $XDG_CACHE_HOME/pagewire/wasm (os.UserCacheDir), "-" disables it.
 	CacheDir string
 	// MemoryLimit caps each instance's linear memory in bytes; 0 is 256 MiB.
+	// The cap is per instance, and a transfer runs one instance per
+	// channel: its modules may hold up to channels x MemoryLimit. On
+	// Linux each memory is a mapping reserved at its cap and resident
+	// only as far as the module touches it, and it grows in place, so
+	// the host holds what the modules use, not a copy more.
 	MemoryLimit int
 	// CallTimeout bounds every call into the module, and each instance's
 	// start function; 0 is 10s.
@@ -439,6 +445,9 @@ func (m *Module) instantiate(ctx context.Context, ch int) (*instance, error) {
 	ictx, cancel := context.WithTimeout(inst.ctx, m.cfg.CallTimeout)
 	defer cancel()
 	inst.deadline = time.Now().Add(m.cfg.CallTimeout)
+	if memoryAllocator != nil {
+		ictx = experimental.WithMemoryAllocator(ictx, memoryAllocator)
+	}
 	mod, err := m.rt.InstantiateModule(ictx, m.compiled, mc)
 	inst.deadline = time.Time{}
 	if err != nil {

@@ -71,6 +71,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build testdata/startloop: %v\n%s", err, b)
 		os.Exit(1)
 	}
+	modules["hog"] = filepath.Join(dir, "hog.wasm")
+	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
+		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["hog"], "testdata/hog/hog.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build testdata/hog: %v\n%s", err, b)
+		os.Exit(1)
+	}
 	builds["rle-go"] = "../examples/wasm-go"
 	for name, pkg := range builds {
 		out := filepath.Join(dir, name+".wasm")
