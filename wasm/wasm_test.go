@@ -57,26 +57,15 @@ func TestMain(m *testing.M) {
 	}
 	modules["zstd-c"] = filepath.Join(dir, "zstd-c.wasm")
 	modules["lz4-c"] = filepath.Join(dir, "lz4-c.wasm")
-	modules["spin"] = filepath.Join(dir, "spin.wasm")
-	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
-		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["spin"], "testdata/spin/spin.c")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testdata/spin: %v\n%s", err, b)
-		os.Exit(1)
-	}
-	modules["startloop"] = filepath.Join(dir, "startloop.wasm")
-	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
-		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["startloop"], "testdata/startloop/startloop.c")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testdata/startloop: %v\n%s", err, b)
-		os.Exit(1)
-	}
-	modules["hog"] = filepath.Join(dir, "hog.wasm")
-	cmd = exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
-		"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules["hog"], "testdata/hog/hog.c")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build testdata/hog: %v\n%s", err, b)
-		os.Exit(1)
+	// Test modules written in C against plugins/csrc/pagewire.h.
+	for _, name := range []string{"spin", "startloop", "hog"} {
+		modules[name] = filepath.Join(dir, name+".wasm")
+		cmd := exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
+			"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules[name], "testdata/"+name+"/"+name+".c")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build testdata/%s: %v\n%s", name, err, b)
+			os.Exit(1)
+		}
 	}
 	builds["rle-go"] = "../examples/wasm-go"
 	for name, pkg := range builds {
