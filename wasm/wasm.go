@@ -368,7 +368,10 @@ func (m *Module) Inspect() Inspection {
 		in.Imports = append(in.Imports, mod+"."+fn)
 		in.WASI = in.WASI || mod == wasi_snapshot_preview1.ModuleName
 	}
+	// A module may import one function twice (Go's wasip1 runtime does
+	// fd_write and random_get): list each once.
 	slices.Sort(in.Imports)
+	in.Imports = slices.Compact(in.Imports)
 	for name := range m.compiled.ExportedFunctions() {
 		in.Exports = append(in.Exports, name)
 	}

@@ -121,9 +121,12 @@ func TestInspect(t *testing.T) {
 		if in.ABI != 1 || in.Size == 0 || len(in.SHA256) != 64 || !contains(in.Exports, "pagewire_prepare") {
 			t.Errorf("%s: %+v", name, in)
 		}
-		for _, imp := range in.Imports {
+		for i, imp := range in.Imports {
 			if !strings.HasPrefix(imp, "wasi_snapshot_preview1.") {
 				t.Errorf("%s imports %s", name, imp)
+			}
+			if i > 0 && in.Imports[i-1] == imp {
+				t.Errorf("%s: %s listed twice", name, imp)
 			}
 		}
 	}
