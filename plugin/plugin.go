@@ -50,7 +50,8 @@ func Detect(path string) (Kind, error) {
 		return "", err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return "", err
 	} else if fi.IsDir() {
 		return "", fmt.Errorf("plugin %s is a directory, not a Wasm module or a go-plugin executable", path)
@@ -62,6 +63,9 @@ func Detect(path string) (Kind, error) {
 	n, _ := io.ReadFull(f, magic[:])
 	if n == 4 && string(magic[:]) == wasmMagic {
 		return Wasm, nil
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("plugin %s is neither a Wasm module (it does not start with \\0asm) nor an executable", path)
 	}
 	return GoPlugin, nil
 }

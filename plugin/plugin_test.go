@@ -100,6 +100,11 @@ func TestDetectErrors(t *testing.T) {
 	if _, err := plugin.Detect(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Detect(missing): %v", err)
 	}
+	text := filepath.Join(dir, "notes.txt")
+	os.WriteFile(text, []byte("not a plugin"), 0o644)
+	if _, err := plugin.Detect(text); err == nil || !strings.Contains(err.Error(), "neither a Wasm module") {
+		t.Errorf("Detect(text file): %v", err)
+	}
 	if _, err := plugin.ParseSHA256("abc"); err == nil {
 		t.Error("ParseSHA256(abc) succeeded")
 	}
