@@ -81,7 +81,6 @@ func TestTLSPapercuts(t *testing.T) {
 	})
 }
 
-
 // TestWrongPeer: a sender pointed at an HTTP server says so at once,
 // rather than reading "HTTP/" as a 1.4 GB message.
 func TestWrongPeer(t *testing.T) {
