@@ -480,7 +480,7 @@ func (q *qemuFile) footer(id uint32) error {
 const maxTail = 64 << 20
 
 // tail reads the device state and the stream's trailer to the end, and
-// checks the end (spec 8.6): QEMU_VM_EOF then the vmdesc record, 00 06,
+// checks the end (docs/wire-multifd.md): QEMU_VM_EOF then the vmdesc record, 00 06,
 // be32 n, n bytes of a JSON object; or, when the machine
 // suppresses vmdesc, just the EOF byte. A source that died inside its
 // device state fails this check.

@@ -258,7 +258,7 @@ func (c *Channel) Read(p []byte) (int, error) {
 }
 
 // nextFrame commits the frame just consumed and makes the next one
-// current, waiting for it as spec 2.3 does: interrupt_mask set while
+// current, waiting for it as docs/vmbus.md describes: interrupt_mask set while
 // draining, cleared and re-checked before sleeping.
 func (c *Channel) nextFrame() error {
 	var timer *time.Timer

@@ -51,7 +51,7 @@ var (
 )
 
 // msgConn carries channel messages and file descriptors: one datagram of a
-// SOCK_SEQPACKET unix socket per message (spec 5.2).
+// SOCK_SEQPACKET unix socket per message (docs/vmbus.md).
 type msgConn struct {
 	uc *net.UnixConn
 	mu sync.Mutex // one message (and its fds) at a time
@@ -138,7 +138,7 @@ func newLink(uc *net.UnixConn, timeout time.Duration) *link {
 		waiters: map[waitKey]chan Message{}, done: make(chan struct{})}
 }
 
-// post sends m with the retry policy of spec 3.10.
+// post sends m with the retry policy of docs/vmbus.md.
 func (l *link) post(ctx context.Context, m Message, fds []int) error {
 	b, err := MarshalMessage(m)
 	if err != nil {

@@ -4,7 +4,7 @@
 //
 // Layers, bottom up: [Ring] (one ring in shared memory), [Channel] (an
 // outbound and an inbound ring in one memfd, with eventfd signals, as a
-// framed [net.Conn]), and the connection protocol of spec/vmbus.md
+// framed [net.Conn]), and the connection protocol of docs/vmbus.md
 // section 3 over a unix SOCK_SEQPACKET socket: [Guest] (negotiates,
 // opens channels over memory it creates) and [Host] (answers, maps the
 // guest's memory, hands opened channels to Accept).
@@ -15,7 +15,7 @@
 // mmap of a memfd shared with the peer process): a 4096-byte header page
 // (write_index, read_index, interrupt_mask, pending_send_sz, feature_bits)
 // followed by the circular data area, exactly the layout of Linux's
-// struct hv_ring_buffer (spec/vmbus.md section 1). The memory is owned by the
+// struct hv_ring_buffer (docs/vmbus.md). The memory is owned by the
 // caller; the Ring never allocates it, never unmaps it, and never touches
 // bytes outside it.
 //
@@ -72,7 +72,7 @@
 // closed; the guest seals the memfd against shrinking and the host refuses
 // one that is not sealed.
 //
-// Departures from the kernel, all in spec/vmbus.md section 5 unless said:
+// Departures from the kernel, all in docs/vmbus.md:
 // messages travel on the socket, memory and eventfds as SCM_RIGHTS; the
 // post retry policy (100 tries, 1 µs doubling to 262,144 µs) applies to
 // socket buffer shortage; bad messages end the connection instead of being

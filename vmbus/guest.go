@@ -285,7 +285,7 @@ func (g *Guest) Lookup(relid uint32) (Offer, bool) {
 
 // Open opens the offered channel relid: it creates the ring memory (a
 // memfd with the outbound ring first), establishes a GPADL for it and
-// posts OPENCHANNEL with the two doorbell eventfds (spec 5.2, 3.6, 3.7).
+// posts OPENCHANNEL with the two doorbell eventfds (docs/vmbus.md).
 // On any failure everything is undone and the channel can be opened again.
 func (g *Guest) Open(ctx context.Context, relid uint32) (*Channel, error) {
 	if g.State() != Connected {

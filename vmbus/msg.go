@@ -6,7 +6,7 @@ import (
 	"fmt"
 )
 
-// MsgType is enum vmbus_channel_message_type (spec/vmbus.md 3.1).
+// MsgType is enum vmbus_channel_message_type (docs/vmbus.md).
 type MsgType uint32
 
 // Channel message types.
@@ -47,7 +47,7 @@ func (t MsgType) String() string {
 	return fmt.Sprintf("MSGTYPE_%d", uint32(t))
 }
 
-// Message limits (spec 3.1, 3.5, 3.6).
+// Message limits (docs/vmbus.md).
 const (
 	// MaxMessageSize is the largest channel message, the SynIC payload.
 	MaxMessageSize = 240
@@ -63,7 +63,7 @@ const (
 	MaxUserData = 120
 )
 
-// Versions (spec 3.3): major<<16 | minor.
+// Versions (docs/vmbus.md): major<<16 | minor.
 const (
 	VersionWS2008  uint32 = 0x0000000D
 	VersionWin7    uint32 = 0x00010001
@@ -132,7 +132,7 @@ type Message interface {
 
 var le = binary.LittleEndian
 
-// Fixed sizes, header included (spec 3.2).
+// Fixed sizes, header included (docs/vmbus.md).
 var msgSize = map[MsgType]int{
 	MsgOfferChannel: 196, MsgRescindOffer: 12, MsgRequestOffers: 8,
 	MsgAllOffersDelivered: 8, MsgOpenChannel: 148, MsgOpenResult: 20,

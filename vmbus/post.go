@@ -11,7 +11,7 @@ import (
 )
 
 // Status is a hypercall status, what posting one message returns
-// (HV_STATUS_*, spec 3.9).
+// (HV_STATUS_*, docs/vmbus.md).
 type Status uint32
 
 // Post statuses.
@@ -30,7 +30,7 @@ const (
 	defaultReplyTimeout  = 10 * time.Second
 )
 
-// Post errors, the seed's mapping of statuses (spec 3.10).
+// Post errors, the seed's mapping of statuses (docs/vmbus.md).
 var (
 	// ErrPostAgain is -EAGAIN: INVALID_CONNECTION_ID on the last try.
 	ErrPostAgain = errors.New("vmbus: post message: invalid connection id (EAGAIN)")

@@ -135,7 +135,7 @@ func (r *Ring) NextView() (d Descriptor, first, second []byte, err error) {
 
 // Commit gives the space of the packets read since the last commit back to
 // the writer: it stores read_index and, if that lets a blocked writer go on
-// (the pending_send_sz rule of spec 2.2, evaluated over the whole batch),
+// (the pending_send_sz rule of docs/vmbus.md, evaluated over the whole batch),
 // signals Config.NotifyWriter (hv_pkt_iter_close). Errors: a
 // [*ProtocolError] for a bad pending_send_sz or write_index (read_index was
 // stored all the same), or a failed signal.
@@ -165,7 +165,7 @@ func (r *Ring) commit() error {
 	return nil
 }
 
-// writerNeedsSignal is the reader's decision of spec 2.2 after bytesRead
+// writerNeedsSignal is the reader's decision of docs/vmbus.md after bytesRead
 // bytes were freed, in uint32 arithmetic like Linux and DPDK.
 func (r *Ring) writerNeedsSignal(bytesRead uint32) (bool, error) {
 	if atomic.LoadUint32(r.features)&FeaturePendingSendSize == 0 {
@@ -253,7 +253,7 @@ func (r *Ring) unmask() {
 // WaitReadable commits what was read, then waits until a packet is
 // available, ctx is done (ctx.Err(), also when it was done on entry) or the
 // Ring is closed (ErrClosed). It
-// is the batched loop of spec 2.3: it clears interrupt_mask and looks at the
+// is the batched loop of docs/vmbus.md: it clears interrupt_mask and looks at the
 // ring again before sleeping (data that arrived while the mask was set was
 // not signaled), and sets interrupt_mask when it returns nil, so the writer
 // does not signal while the caller drains; the next WaitReadable or EndRead

@@ -10,7 +10,7 @@ import (
 	"unsafe"
 )
 
-// Layout constants (spec/vmbus.md sections 1.1-1.5).
+// Layout constants (docs/vmbus.md).
 const (
 	// PageSize is the page size of the ring layout.
 	PageSize = 4096
@@ -107,10 +107,10 @@ type Config struct {
 	MaxPacketSize int
 
 	// NotifyReader is signaled by the writer when the reader needs it
-	// (spec 2.1). Nil: no signals are sent.
+	// (docs/vmbus.md). Nil: no signals are sent.
 	NotifyReader Signaler
 	// NotifyWriter is signaled by the reader when the space it freed lets
-	// a blocked writer continue (spec 2.2). Nil: no signals are sent.
+	// a blocked writer continue (docs/vmbus.md). Nil: no signals are sent.
 	NotifyWriter Signaler
 
 	// DataReady delivers the writer's signals to this end's reader: Read
