@@ -33,14 +33,15 @@ func TestAtExit(t *testing.T) {
 	atExit(record(1))
 	unregister := atExit(record(2))
 	release := make(chan struct{})
-	atExit(func() { <-release; record(3)() })
+	entered := make(chan struct{}) // the first runExitFuncs is in its cleanups
+	atExit(func() { close(entered); <-release; record(3)() })
 	unregister()
 
 	first := make(chan struct{})
 	go func() { runExitFuncs(); close(first) }()
 	second := make(chan struct{})
 	go func() {
-		time.Sleep(50 * time.Millisecond) // after the first has started
+		<-entered
 		runExitFuncs()
 		close(second)
 	}()

@@ -112,7 +112,6 @@ func TestPluginSignalLastResort(t *testing.T) {
 			case <-time.After(time.Minute):
 				t.Fatal("the module's prepare did not start within a minute")
 			}
-			time.Sleep(200 * time.Millisecond)
 			code, el := signalExit(t, p, sig, 2*time.Second)
 			if code != 128+int(sig) || !strings.Contains(p.stderr.String(), "the command did not stop within 1s; exiting") {
 				t.Errorf("exit %d %v after %v, want %d: %s", code, el, sig, 128+int(sig), p.stderr)

@@ -56,7 +56,6 @@ func TestRecvSignalLeavesNoPartial(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	code := r.wait(t)

@@ -218,6 +218,22 @@ func (t *transfer) progressed() {
 	}
 }
 
+// enterHook and leaveHook bracket a hook: the time it runs is no stall
+// (see readStart). Without a Timeout nobody reads the count, and the
+// channels do not share a counter per packet for nothing.
+func (t *transfer) enterHook() {
+	if t.cfg.Timeout > 0 {
+		t.hooking.Add(1)
+	}
+}
+
+func (t *transfer) leaveHook() {
+	if t.cfg.Timeout > 0 {
+		t.hooking.Add(-1)
+		t.progressed()
+	}
+}
+
 // readStart reads b, the start of a packet or message, from conn. With
 // a Timeout, the read may wait as long as the transfer as a whole makes
 // progress (another channel's packets, the control channel's messages,
@@ -246,7 +262,8 @@ func (t *transfer) readStart(conn net.Conn, b []byte) (int, error) {
 	}
 }
 
-// errReader returns its error, for a message whose start failed to come.
+// errReader returns its error (io.EOF for none), after the bytes of a
+// message's start: the reason that start was cut short.
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) {
@@ -255,10 +272,6 @@ func (r errReader) Read([]byte) (int, error) {
 	}
 	return 0, r.err
 }
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // transferKinds names the kinds of transfer by their lead's magic, for
 // a connection that opens with another kind's.
@@ -724,10 +737,9 @@ func (t *transfer) readControl() error {
 			// a message's first bytes as long as the transfer progresses.
 			var h [5]byte
 			n, err := t.readStart(t.ctl, h[:])
-			if err != nil && n == 0 && err == io.EOF {
-				in = eofReader{}
-			} else {
-				in = io.MultiReader(bytes.NewReader(h[:n]), errReader{err}, t.ctl)
+			in = io.MultiReader(bytes.NewReader(h[:n]), t.ctl)
+			if err != nil {
+				in = io.MultiReader(bytes.NewReader(h[:n]), errReader{err})
 			}
 		}
 		typ, body, err := wire.ReadMessage(in, buf)
@@ -797,10 +809,9 @@ func (t *transfer) syncPoint() {
 		if t.mainChunk != nil {
 			p.main = t.mainChunk()
 		}
-		t.hooking.Add(1)
+		t.enterHook()
 		err := t.onSync(p)
-		t.hooking.Add(-1)
-		t.progressed()
+		t.leaveHook()
 		if err != nil {
 			t.fail(fmt.Errorf("sync point %d: %w", p.N, err))
 		}
@@ -843,9 +854,9 @@ func (t *transfer) zeroPages(body []byte) error {
 	}
 	t.r.ctlZero.Add(uint64(n))
 	if len(t.ctlLanded) > 0 {
-		t.hooking.Add(1)
+		t.enterHook()
 		t.onPages(blk.name, t.ctlLanded)
-		t.hooking.Add(-1)
+		t.leaveHook()
 		t.ctlLanded = t.ctlLanded[:0]
 	}
 	return nil
@@ -992,9 +1003,9 @@ func (c *recvChan) ram() error {
 					c.landed = append(c.landed, off)
 				}
 			}
-			t.hooking.Add(1)
+			t.enterHook()
 			t.onPages(blk.name, c.landed)
-			t.hooking.Add(-1)
+			t.leaveHook()
 		}
 		c.ctr.packets.Add(1)
 		c.ctr.normal.Add(uint64(normal))
