@@ -19,8 +19,10 @@ import (
 	"github.com/pagewire/pagewire/wasm"
 )
 
-// TestTier: modules without WASI imports run in the fast tier, Go's
-// wasip1 modules in the checked one unless trusted or made strict.
+// TestTier: modules that import pagewire.check and nothing from WASI run
+// in the fast tier; Go's wasip1 modules and modules that do not import
+// check (nothing could stop them) in the checked one unless trusted, and
+// every module under Strict.
 func TestTier(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -32,7 +34,12 @@ func TestTier(t *testing.T) {
 		{"zstd-c", wasm.Config{Strict: true}, wasm.TierChecked},
 		{"zstd", wasm.Config{}, wasm.TierChecked},
 		{"zstd", wasm.Config{Trusted: true}, wasm.TierTrusted},
-		{"rle-c", wasm.Config{}, wasm.TierFast}, // imports only pagewire.check
+		{"rle-c", wasm.Config{}, wasm.TierFast},   // imports only pagewire.check
+		{"deaf", wasm.Config{}, wasm.TierChecked}, // imports nothing
+		{"deaf", wasm.Config{Strict: true}, wasm.TierChecked},
+		{"deaf", wasm.Config{Trusted: true}, wasm.TierTrusted},
+		{"hog", wasm.Config{}, wasm.TierChecked},
+		{"zstd-c", wasm.Config{Trusted: true}, wasm.TierFast},
 	} {
 		m := load(t, c.name, c.cfg)
 		in := m.Inspect()
@@ -179,6 +186,38 @@ func replayVector(c qemuvectors.Case, m sdk.Method) error {
 		}
 	}
 	return errors.New("no pc.ram")
+}
+
+// TestDeaf: a module that imports nothing, not even pagewire.check, runs
+// checked: its prepare and recv, which loop without a call to the host,
+// are stopped at the deadline and when the context is cancelled.
+func TestDeaf(t *testing.T) {
+	m := load(t, "deaf", wasm.Config{CallTimeout: 200 * time.Millisecond})
+	pkt := &sdk.Packet{Pages: [][]byte{make([]byte, 4096)}}
+	s, err := m.NewSender(1, sdk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Prepare(pkt, nil); err != nil {
+		t.Fatalf("first packet: %v", err)
+	}
+	start := time.Now()
+	_, err = s.Prepare(pkt, nil)
+	if el := time.Since(start); !errors.Is(err, wasm.ErrDeadline) || el > 3*time.Second {
+		t.Fatalf("second packet: %v after %v", err, el)
+	}
+	r, err := m.NewReceiver(2, sdk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	start = time.Now()
+	err = r.Recv(&sdk.Packet{Pages: [][]byte{make([]byte, 4096)}}, []byte{0})
+	if el := time.Since(start); !errors.Is(err, wasm.ErrDeadline) ||
+		!strings.Contains(err.Error(), "deaf.wasm, channel 2: pagewire_recv: no answer within 200ms") || el > 3*time.Second {
+		t.Fatalf("recv: %v after %v", err, el)
+	}
 }
 
 // TestWatchdog: a fast-tier call that spins past its deadline is stopped

@@ -8,8 +8,8 @@ import (
 // errMalformed reports a module whose import section cannot be read.
 var errMalformed = errors.New("malformed module")
 
-// importModules returns the module name of every import of the Wasm
-// binary b, in order, from its import section. b is untrusted: every
+// importModules returns every import of the Wasm binary b as
+// "module.field", in order, from its import section. b is untrusted: every
 // length is checked against what is left. The host reads this before it
 // compiles, because the tier (whether wazero inserts its per-loop checks)
 // is fixed when the runtime is created.
@@ -43,7 +43,7 @@ func importSection(r reader) ([]string, error) {
 	var out []string
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		mod := r.bytes(r.u32())
-		r.bytes(r.u32()) // field name
+		field := r.bytes(r.u32())
 		switch r.byte() {
 		case 0x00: // function: type index
 			r.u32()
@@ -59,7 +59,7 @@ func importSection(r reader) ([]string, error) {
 			r.fail("unknown import kind")
 		}
 		if r.err == nil {
-			out = append(out, string(mod))
+			out = append(out, string(mod)+"."+string(field))
 		}
 	}
 	if r.err != nil {

@@ -20,7 +20,7 @@ var testImports = []byte("\x00asm\x01\x00\x00\x00" +
 
 func TestImportModules(t *testing.T) {
 	got, err := importModules(testImports)
-	if want := []string{"wasi_snapshot_preview1", "env", "pagewire", "env"}; err != nil || !slices.Equal(got, want) {
+	if want := []string{"wasi_snapshot_preview1.fd_write", "env.mem", "pagewire.check", "env.g"}; err != nil || !slices.Equal(got, want) {
 		t.Fatalf("%q, %v; want %q", got, err, want)
 	}
 	// Cut anywhere inside a section, the module is malformed; cut

@@ -12,10 +12,11 @@
 // runtime; the Senders and Receivers must be closed first.
 //
 // How a call's deadline is enforced depends on the module's [Tier]: a
-// module that imports nothing from WASI runs without wazero's per-loop
-// checks and is stopped by a watchdog at its calls to pagewire.check
-// ([TierFast]); a WASI module runs with the checks ([TierChecked]) unless
-// the Config trusts it. The package starts no goroutines of its own.
+// module that imports pagewire.check and nothing from WASI runs without
+// wazero's per-loop checks and is stopped by a watchdog at its calls to
+// check ([TierFast]); any other module (WASI, or one that never calls
+// check) runs with the checks ([TierChecked]) unless the Config trusts
+// it. The package starts no goroutines of its own.
 //
 // A module's start function (its start section and _initialize) and the
 // calls Load makes always run with wazero's per-loop checks, whatever the
@@ -31,8 +32,10 @@
 // pagewire.check is not only unstoppable: wazero's machine code cannot be
 // preempted by the Go runtime either, so once a garbage collection starts
 // it waits for that call, and the whole process stops with it, signal
-// handlers included (only SIGKILL ends it). Run modules you do not trust
-// with Config.Strict.
+// handlers included (only SIGKILL ends it). This is why a module that
+// does not import check is never fast: the fast tier is for modules that
+// call check inside every loop that may run long, as the SDK's C shims
+// do. Run modules you do not trust with Config.Strict.
 package wasm
 
 import (
@@ -81,20 +84,22 @@ var ErrDeadline = fmt.Errorf("call %w", sdk.ErrDeadline)
 type Tier string
 
 const (
-	// TierFast: the module imports nothing from WASI (at most
-	// pagewire.check). Its code runs without wazero's per-loop checks,
-	// at full speed; a call past its deadline is stopped at the module's
-	// next call to pagewire.check. A module that never calls it cannot
-	// be stopped while it runs, and stalls the whole process at the next
-	// garbage collection (see the package doc).
+	// TierFast: the module imports pagewire.check and nothing from
+	// WASI. Its code runs without wazero's per-loop checks, at full
+	// speed; a call past its deadline is stopped at the module's next
+	// call to pagewire.check. A call that loops without calling it
+	// cannot be stopped while it runs, and stalls the whole process at
+	// the next garbage collection (see the package doc).
 	TierFast Tier = "fast"
 	// TierChecked: wazero checks for the deadline at every loop header
 	// (CloseOnContextDone): stoppable anywhere, 2.5-5x slower. WASI
-	// modules (Go's wasip1 port) run here unless trusted, and every
-	// module does under Config.Strict.
+	// modules (Go's wasip1 port) and modules that do not import
+	// pagewire.check run here unless trusted, and every module does
+	// under Config.Strict.
 	TierChecked Tier = "checked"
-	// TierTrusted: a WASI module loaded with Config.Trusted: no per-loop
-	// checks; only its calls to pagewire.check, if any, see the deadline.
+	// TierTrusted: a module that would run checked, loaded with
+	// Config.Trusted: no per-loop checks; only its calls to
+	// pagewire.check, if any, see the deadline.
 	TierTrusted Tier = "trusted"
 )
 
@@ -122,9 +127,10 @@ type Config struct {
 	Log *slog.Logger
 	// Trusted drops the per-call deadline's instrumentation (wazero's
 	// CloseOnContextDone, which checks for cancellation at every loop
-	// header) from WASI modules: plugins run 3-4x faster, but one that
-	// loops forever hangs its channel until the transfer is cancelled. For
-	// plugins you built. Modules without WASI never have it ([TierFast]).
+	// header) from modules that would run checked: plugins run 3-4x
+	// faster, but one that loops forever without calling pagewire.check
+	// cannot be stopped and stalls the process (see the package doc).
+	// For plugins you built. Fast-tier modules never have it.
 	Trusted bool
 	// Strict runs every module with the instrumentation, fast-tier
 	// modules too ([TierChecked]): any call can be stopped at its
@@ -166,19 +172,11 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	mods, err := importModules(b)
+	imports, err := importModules(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrPlugin, name, err)
 	}
-	tier := TierFast
-	if slices.Contains(mods, wasi_snapshot_preview1.ModuleName) {
-		tier = TierChecked
-		if cfg.Trusted {
-			tier = TierTrusted
-		}
-	} else if cfg.Strict && !cfg.Trusted {
-		tier = TierChecked
-	}
+	tier := tierOf(imports, cfg)
 	m := &Module{name: name, cfg: cfg, size: len(b), sum: sha256.Sum256(b), tier: tier}
 	// Only the checked tier's code can be stopped anywhere: the per-call
 	// deadline and a cancelled context stop a module that loops.
@@ -257,6 +255,27 @@ func LoadBytes(ctx context.Context, name string, b []byte, cfg Config) (*Module,
 	}
 	ok = true
 	return m, nil
+}
+
+// tierOf picks a module's tier from its imports ("module.field"). A
+// module without WASI can be stopped without wazero's per-loop checks only
+// at its calls to pagewire.check: one that does not import check could
+// not be stopped at all, so it runs checked, as WASI modules do, unless
+// trusted.
+func tierOf(imports []string, cfg Config) Tier {
+	wasi := slices.ContainsFunc(imports, func(s string) bool {
+		return strings.HasPrefix(s, wasi_snapshot_preview1.ModuleName+".")
+	})
+	check := slices.Contains(imports, Host+".check")
+	switch {
+	case cfg.Trusted && (wasi || !check):
+		return TierTrusted
+	case cfg.Trusted:
+		return TierFast
+	case wasi || !check || cfg.Strict:
+		return TierChecked
+	}
+	return TierFast
 }
 
 // newRuntime returns a runtime with the host modules a plugin may import.
@@ -387,8 +406,11 @@ type instance struct {
 	mod  api.Module
 	fns  map[string]api.Function
 	dead error
-	// ctx is the context of every call: it carries the instance to check.
+	// ctx is the context of every call: it carries the instance to check,
+	// and stop cancels it (from any goroutine) to stop the running call
+	// and every later one.
 	ctx      context.Context
+	stop     context.CancelCauseFunc
 	stack    [8]uint64 // CallWithStack's parameters and results
 	deadline time.Time // of the running call
 	fired    bool      // check stopped the running call
@@ -401,12 +423,19 @@ type instanceKey struct{}
 var errStop = errors.New("stopped by the host's watchdog at pagewire.check")
 
 // check is the host function pagewire.check: it aborts the calling
-// module's running call if that call is past its deadline. Cheap (one
-// clock read): the C plugins call it every 64 KiB of work.
+// module's running call if that call is past its deadline or the
+// instance was stopped. Cheap (a clock read and a context's error): the C
+// plugins call it every 64 KiB of work.
 func check(ctx context.Context, _ api.Module, _ []uint64) {
 	in, _ := ctx.Value(instanceKey{}).(*instance)
-	if in != nil && !in.deadline.IsZero() && time.Now().After(in.deadline) {
+	if in == nil {
+		return
+	}
+	if !in.deadline.IsZero() && time.Now().After(in.deadline) {
 		in.fired = true
+		panic(errStop)
+	}
+	if in.ctx.Err() != nil {
 		panic(errStop)
 	}
 }
@@ -442,7 +471,9 @@ func (m *Module) instantiate(ctx context.Context, ch int) (*instance, error) {
 		WithStdout(out).WithStderr(out).
 		WithStdin(eofReader{})
 	inst := &instance{m: m, ch: ch, fns: make(map[string]api.Function)}
-	inst.ctx = context.WithValue(ctx, instanceKey{}, inst)
+	life, stop := context.WithCancelCause(ctx)
+	inst.stop = stop
+	inst.ctx = context.WithValue(life, instanceKey{}, inst)
 	// The start function runs under the per-call deadline: wazero stops
 	// it there in the checked tier, and check does at its calls.
 	ictx, cancel := context.WithTimeout(inst.ctx, m.cfg.CallTimeout)
@@ -454,6 +485,7 @@ func (m *Module) instantiate(ctx context.Context, ch int) (*instance, error) {
 	mod, err := m.rt.InstantiateModule(ictx, m.compiled, mc)
 	inst.deadline = time.Time{}
 	if err != nil {
+		defer stop(nil)
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w: start function stopped: %w", m.errorf(ch, "instantiate"), context.Cause(ctx))
@@ -489,6 +521,11 @@ func (m *Module) errorf(ch int, format string, args ...any) error {
 // also watches a context with the same deadline.
 func (in *instance) call(name string, args ...uint64) (uint64, error) {
 	if in.dead != nil {
+		return 0, in.dead
+	}
+	if in.ctx.Err() != nil {
+		in.dead = fmt.Errorf("%w: stopped: %w", in.m.errorf(in.ch, "%s", name), context.Cause(in.ctx))
+		in.mod.Close(context.Background())
 		return 0, in.dead
 	}
 	fn := in.fns[name] // LoadBytes checked it exists and returns one result
@@ -622,6 +659,12 @@ func (c *channel) close() error {
 	if c.in.dead != nil {
 		return nil // already closed; its error was reported
 	}
+	if c.in.ctx.Err() != nil {
+		// Stopped: the instance is dropped without its cleanup call.
+		c.in.mod.Close(c.ctx)
+		c.in.dead = c.in.m.errorf(c.in.ch, "closed")
+		return nil
+	}
 	r, err := c.in.call("pagewire_cleanup")
 	if err == nil {
 		err = c.in.result("pagewire_cleanup", int32(r))
@@ -678,6 +721,16 @@ func (s *sender) PrepareInPlace(p *sdk.Packet) ([]byte, error) {
 
 func (s *sender) Close() error { return (*channel)(s).close() }
 
+// Stop stops the channel's running call, if any, and fails every later
+// one; it may be called from any goroutine, at any time, more than once.
+// The engine calls it when the transfer fails or is cancelled: a checked
+// call stops at its next loop header, a fast-tier call at its next
+// pagewire.check. Close still releases the instance.
+func (s *sender) Stop() { (*channel)(s).in.stop(errStopped) }
+
+// errStopped is the cause of a channel's Stop.
+var errStopped = errors.New("the transfer ended")
+
 type receiver channel
 
 // RecvBuffer implements core.InPlaceReceiver: the payload is read
@@ -727,3 +780,6 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 }
 
 func (r *receiver) Close() error { return (*channel)(r).close() }
+
+// Stop is [sender.Stop] for a receiving channel.
+func (r *receiver) Stop() { (*channel)(r).in.stop(errStopped) }

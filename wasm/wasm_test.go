@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 	modules["zstd-c"] = filepath.Join(dir, "zstd-c.wasm")
 	modules["lz4-c"] = filepath.Join(dir, "lz4-c.wasm")
 	// Test modules written in C against plugins/csrc/pagewire.h.
-	for _, name := range []string{"spin", "startloop", "hog"} {
+	for _, name := range []string{"spin", "startloop", "hog", "deaf"} {
 		modules[name] = filepath.Join(dir, name+".wasm")
 		cmd := exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
 			"-I../plugins/csrc", "-Wl,--gc-sections", "-o", modules[name], "testdata/"+name+"/"+name+".c")

@@ -89,8 +89,8 @@ func (c *common) registerCommon(cmd *cobra.Command) {
 	f.BoolVar(&c.progress, "progress", true, "show a progress bar when stderr is a terminal")
 	f.StringVar(&c.plugin, "plugin", "", "load the compression method from a plugin FILE instead of --method: a Wasm module (sdk/ABI.md) or a go-plugin executable (sdk/goplugin)")
 	f.StringVar(&c.pinSHA, "plugin-sha256", "", "refuse to run a --plugin (Wasm module or go-plugin executable) whose sha256 is not HEX")
-	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a WASI --plugin without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs (modules without WASI never have them: sdk/ABI.md, Tiers)")
-	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, modules without WASI too: stoppable anywhere, 2.5-5x slower")
+	f.BoolVar(&c.trusted, "plugin-trusted", false, "run a --plugin that would be checked (WASI, or no pagewire.check import) without per-loop deadline checks: 3-4x faster, but a plugin that loops forever hangs the process (sdk/ABI.md, Tiers)")
+	f.BoolVar(&c.strict, "plugin-strict", false, "run any Wasm --plugin with per-loop deadline checks, fast-tier modules too: stoppable anywhere, 2.5-5x slower")
 }
 
 func (c *common) lookup() (sdk.Method, error) {

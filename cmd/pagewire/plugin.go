@@ -79,9 +79,9 @@ func pluginInspectCmd() *cobra.Command {
 // tierNotes explains each tier in one line for plugin inspect (sdk/ABI.md
 // has the measurements).
 var tierNotes = map[wasm.Tier]string{
-	wasm.TierFast:    "imports nothing from WASI: runs without per-loop checks; a call past its deadline stops at its next pagewire.check",
-	wasm.TierChecked: "imports WASI, or --strict: wazero checks the deadline at every loop header, stoppable anywhere, 2.5-5x slower",
-	wasm.TierTrusted: "imports WASI, trusted: no per-loop checks, stoppable only at pagewire.check",
+	wasm.TierFast:    "imports pagewire.check and nothing from WASI: runs without per-loop checks; a call past its deadline stops at its next pagewire.check",
+	wasm.TierChecked: "imports WASI or not pagewire.check, or --strict: wazero checks the deadline at every loop header, stoppable anywhere, 2.5-5x slower",
+	wasm.TierTrusted: "would run checked, but trusted: no per-loop checks, stoppable only at pagewire.check",
 }
 
 func pluginTestCmd() *cobra.Command {

@@ -122,3 +122,60 @@ func TestPluginSignalLastResort(t *testing.T) {
 		})
 	}
 }
+
+// TestPluginSignalDeaf: send and recv whose Wasm plugin loops forever in
+// prepare (sender) or recv (receiver) without ever calling pagewire.check
+// end within a second of SIGTERM or SIGINT, by the ordinary cancel and
+// not the last resort, and leave no IMAGE.partial (issue 16, fault 5: in
+// the fast tier such a call could not be preempted and the process froze
+// at the next garbage collection; a module that does not import check
+// now runs checked).
+func TestPluginSignalDeaf(t *testing.T) {
+	dir := t.TempDir()
+	mod := filepath.Join(dir, "deaf.wasm")
+	build := exec.Command("clang", "--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wall", "-Wextra", "-Werror",
+		"-I../../plugins/csrc", "-Wl,--gc-sections", "-o", mod, "../../wasm/testdata/deaf/deaf.c")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build wasm/testdata/deaf (make test installs clang and wasi-libc): %v\n%s", err, b)
+	}
+	img, _ := writeImage(t, 8<<20, 7)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		for _, who := range []string{"recv", "send"} {
+			t.Run(sig.String()+"/"+who, func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "out.img")
+				r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--plugin", mod, "--out", out)
+				s := start(t, "send", "--to", addr, "--channels", "1", "--plugin", mod, img)
+				deadline := time.Now().Add(time.Minute)
+				for {
+					if _, err := os.Stat(out + ".partial"); err == nil {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no .partial within a minute: %s %s", r.stderr, s.stderr)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				// Both ends are in the module's loops a moment later: the
+				// sender at its second packet, the receiver at its first.
+				time.Sleep(500 * time.Millisecond)
+				p, other := r, s
+				if who == "send" {
+					p, other = s, r
+				}
+				code, el := signalExit(t, p, sig, time.Second)
+				if code == 0 || strings.Contains(p.stderr.String(), "did not stop within") {
+					t.Errorf("%s: exit %d %v after %v: %s", who, code, el, sig, p.stderr)
+				}
+				if code := other.wait(t); code == 0 {
+					t.Errorf("the other end exited 0: %s", other.stderr)
+				}
+				for _, f := range []string{out, out + ".partial"} {
+					if _, err := os.Stat(f); err == nil {
+						t.Errorf("%s left behind", f)
+					}
+				}
+				t.Logf("%s: exit %d %v after %v", who, code, el, sig)
+			})
+		}
+	}
+}

@@ -22,3 +22,12 @@ type InPlaceSender interface {
 type InPlaceReceiver interface {
 	RecvBuffer(n int) []byte
 }
+
+// Stopper is an optional interface of a method's [sdk.Sender] or
+// [sdk.Receiver] whose running call can be stopped from another
+// goroutine (a Wasm instance). The engine calls Stop once the transfer
+// fails, is cancelled or ends, so that a call that loops or waits cannot
+// outlive it; Close is still called after it.
+type Stopper interface {
+	Stop()
+}

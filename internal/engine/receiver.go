@@ -666,6 +666,9 @@ func (t *transfer) newReceivers() error {
 			return &ChannelError{Channel: i, Err: fmt.Errorf("%w: %s recv setup: %w", ErrMethod, t.info.Name, err)}
 		}
 		t.recvs[i] = m
+		if st, ok := m.(Stopper); ok {
+			context.AfterFunc(t.ctx, st.Stop) // t.ctx ends with the transfer
+		}
 	}
 	return nil
 }

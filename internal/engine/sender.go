@@ -436,6 +436,9 @@ func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time)
 		}
 		c.m = m
 		c.inPlace, _ = m.(InPlaceSender)
+		if st, ok := m.(Stopper); ok {
+			context.AfterFunc(s.ctx, st.Stop) // s.ctx ends with the transfer
+		}
 		c.hdr = make([]byte, 0, wire.RAMHeaderSize(s.cfg.PacketPages))
 		c.offs = make([]uint64, 0, s.cfg.PacketPages)
 		c.zeros = make([]uint64, 0, s.cfg.PacketPages)

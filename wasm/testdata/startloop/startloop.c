@@ -1,7 +1,8 @@
 /*
- * startloop.c: a fast-tier plugin (no WASI imports, not even
- * pagewire.check) whose start function, _initialize, never returns: a
- * constructor spins forever. The host must stop it at its deadline when
+ * startloop.c: a fast-tier plugin (no WASI imports; it imports
+ * pagewire.check, which its prepare calls) whose start function,
+ * _initialize, never returns: a constructor spins forever without calling
+ * check. The host must stop it at its deadline when
  * it loads the module, and a signal must still end the process.
  */
 #define PW_FLAG 0x30
@@ -24,6 +25,7 @@ int32_t setup(int32_t r, int32_t channel, int32_t level, int32_t ps, int32_t pp)
 PW_EXPORT("pagewire_prepare")
 int32_t prepare(const uint8_t *pages, int32_t npages, uint8_t *out, int32_t cap) {
 	(void)pages, (void)npages, (void)out, (void)cap;
+	pagewire_check();
 	return pw_fail(PW_OTHER, "startloop never gets this far", 0);
 }
 
