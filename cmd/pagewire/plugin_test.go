@@ -97,7 +97,7 @@ func TestPluginCLIFast(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("inspect exited %d: %s", code, p.stderr)
 	}
-	if out := p.stdout.String(); !strings.Contains(out, "tier     fast (imports nothing from WASI") || !strings.Contains(out, "  pagewire.check\n") {
+	if out := p.stdout.String(); !strings.Contains(out, "tier     fast (imports pagewire.check and nothing from WASI") || !strings.Contains(out, "  pagewire.check\n") {
 		t.Errorf("inspect: %s", out)
 	}
 	for _, args := range [][]string{{"plugin", "test", mod}, {"plugin", "test", "--strict", mod}} {
