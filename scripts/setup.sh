@@ -14,8 +14,11 @@ fi
 # qemu-system-x86 is the real QEMU 7.2 the QEMU-peer tests migrate from;
 # clang, lld, wasi-libc and the wasm32 compiler-rt build the C Wasm plugins
 # (examples/wasm-c, and zstd-c and lz4-c with scripts/build-c-plugins.sh,
-# which fetches the libraries' sources from the npm registry with curl).
-apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32 curl"
+# which fetches the libraries' sources from the npm registry with curl);
+# gpgv, xz-utils and Debian's archive keyring check and unpack QEMU 10
+# (scripts/qemu10.sh); gcc and libc6-dev build the lab's static guest
+# workload.
+apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32 curl gpgv xz-utils debian-archive-keyring gcc libc6-dev"
 pkgs=()
 for p in $apt_packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
@@ -32,3 +35,7 @@ go mod download
 
 # The running-guest gateway test boots Debian's kernel with busybox.
 scripts/guest.sh
+
+# QEMU 10.0 from bookworm-backports, unpacked beside Debian's 7.2 into
+# build/qemu10 (the live QEMU 10 tests and the lab migrate with it).
+scripts/qemu10.sh

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,14 +63,19 @@ func newRig(t testing.TB, c gwCase) *gwRig {
 	return newRigWith(t, c, img, []string{"-S"}, nil)
 }
 
-// newRigWith starts the QEMUs with RAM img, srcArgs and dstArgs.
+// newRigWith starts the QEMUs (Debian's 7.2 on both ends) with RAM img,
+// srcArgs and dstArgs.
 func newRigWith(t testing.TB, c gwCase, img []byte, srcArgs, dstArgs []string) *gwRig {
 	t.Helper()
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Fatal("qemu-system-x86_64 not found: 'make test' installs Debian's qemu-system-x86 (scripts/setup.sh)")
-	}
-	g := &gwRig{dir: t.TempDir(), qemu: qemu, ramSize: len(img)}
+	q := qemuOf(t, "7.2")
+	return newRigQEMU(t, c, img, q, q, srcArgs, dstArgs)
+}
+
+// newRigQEMU starts the destination QEMU dst, listening for the
+// migration, and the source QEMU src, with RAM img, srcArgs and dstArgs.
+func newRigQEMU(t testing.TB, c gwCase, img []byte, src, dst qemuSpec, srcArgs, dstArgs []string) *gwRig {
+	t.Helper()
+	g := &gwRig{dir: t.TempDir(), qemu: src.bin, ramSize: len(img)}
 	g.srcRAM, g.dstRAM = filepath.Join(g.dir, "src.ram"), filepath.Join(g.dir, "dst.ram")
 	if err := os.WriteFile(g.srcRAM, img, 0o644); err != nil {
 		t.Fatal(err)
@@ -82,28 +86,35 @@ func newRigWith(t testing.TB, c gwCase, img []byte, srcArgs, dstArgs []string) *
 	if err := os.Truncate(g.dstRAM, int64(len(img))); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	if g.tls, err = certs.Make(filepath.Join(g.dir, "tls"), []string{"127.0.0.1"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	mb := fmt.Sprintf("%dK", len(img)>>10)
-	machine := func(ram, qmpSock string, extra ...string) []string {
-		return append([]string{"--qemu--", qemu,
-			"-machine", "pc-i440fx-7.2,memory-backend=pc.ram", "-accel", "tcg", "-m", mb,
+	machine := func(q qemuSpec, ram, qmpSock string, extra ...string) []string {
+		return append([]string{"--qemu--", q.bin,
+			"-machine", q.machine + ",memory-backend=pc.ram", "-accel", "tcg", "-m", mb,
 			"-object", "memory-backend-file,id=pc.ram,size=" + mb + ",mem-path=" + ram + ",share=on",
 			"-nodefaults", "-vga", "none", "-display", "none",
 			"-qmp", "unix:" + qmpSock + ",server=on,wait=off"}, extra...)
 	}
 	caps := map[string]any{"capabilities": []any{map[string]any{"capability": "multifd", "state": true}}}
-	g.dst = start(t, machine(g.dstRAM, filepath.Join(g.dir, "dst.qmp"), append(dstArgs, "-S", "-incoming", "defer")...)...)
+	g.dst = start(t, machine(dst, g.dstRAM, filepath.Join(g.dir, "dst.qmp"), append(dstArgs, "-S", "-incoming", "defer")...)...)
 	g.dstQMP = dialQMP(t, filepath.Join(g.dir, "dst.qmp"))
 	g.dstQMP.do(t, "migrate-set-capabilities", caps)
 	g.dstQMP.do(t, "migrate-set-parameters", map[string]any{"multifd-channels": c.qemuChannels, "multifd-compression": c.dstMethod})
+	if dst.zeroPages != "" {
+		g.dstQMP.do(t, "migrate-set-parameters", map[string]any{"zero-page-detection": dst.zeroPages})
+	}
 	g.dstPort = freePort(t)
 	g.dstQMP.do(t, "migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", g.dstPort)})
-	g.src = start(t, machine(g.srcRAM, filepath.Join(g.dir, "src.qmp"), srcArgs...)...)
+	g.src = start(t, machine(src, g.srcRAM, filepath.Join(g.dir, "src.qmp"), srcArgs...)...)
 	g.srcQMP = dialQMP(t, filepath.Join(g.dir, "src.qmp"))
 	g.srcQMP.do(t, "migrate-set-capabilities", caps)
 	g.srcQMP.do(t, "migrate-set-parameters", map[string]any{"multifd-channels": c.qemuChannels, "multifd-compression": c.srcMethod})
+	if src.zeroPages != "" {
+		g.srcQMP.do(t, "migrate-set-parameters", map[string]any{"zero-page-detection": src.zeroPages})
+	}
 	t.Cleanup(func() {
 		g.srcQMP.c.Close()
 		g.dstQMP.c.Close()
