@@ -73,7 +73,10 @@ func Make(dir string, hosts []string, validity time.Duration) (Files, error) {
 		tmpl := &x509.Certificate{
 			SerialNumber: serial(), Subject: pkix.Name{CommonName: leaf.name},
 			NotBefore: now, NotAfter: now.Add(validity),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
+			// Key encipherment too: QEMU's TLS (GnuTLS) refuses a
+			// certificate without it, and the same files may serve
+			// QEMU's own tls-creds-x509.
+			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 			ExtKeyUsage: []x509.ExtKeyUsage{leaf.usage},
 		}
 		if leaf.usage == x509.ExtKeyUsageServerAuth {
