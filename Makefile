@@ -11,7 +11,7 @@ COUNT     ?= 1
 GW_BENCHTIME ?= 1x
 BIN       := bin
 
-.PHONY: default setup build demo test lint check bench fuzz clean
+.PHONY: default setup build demo test lint check bench fuzz lab lab-quick clean
 
 default: lint test
 
@@ -22,6 +22,7 @@ PLUGINS := nocomp zlib zstd lz4
 
 build: setup
 	$(GO) build -o $(BIN)/pagewire ./cmd/pagewire
+	$(GO) build -o $(BIN)/pagewire-lab ./cmd/pagewire-lab
 	@mkdir -p $(BIN)/plugins
 	@for p in $(PLUGINS); do \
 		echo "GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(BIN)/plugins/$$p.wasm ./plugins/$$p/plugin"; \
@@ -54,6 +55,18 @@ bench: setup
 	$(GO) test -run '^$$' -bench . -skip 'BenchmarkGateway' -benchtime $(BENCHTIME) -count $(COUNT) $$($(GO) list ./... | grep -v 'pagewire/vmbus$$')
 	$(GO) test -run '^$$' -bench . -benchtime $(VMBUS_BENCHTIME) -count $(COUNT) ./vmbus
 	$(GO) test -run '^$$' -bench 'BenchmarkGateway' -benchtime $(GW_BENCHTIME) -count $(COUNT) -timeout 60m ./cmd/pagewire
+
+# The migration lab (docs/lab.md): running guests migrated over an
+# emulated link, QEMU 7.2 and 10.0 directly and through the gateways.
+# LAB_FLAGS picks a part of the matrix (bin/pagewire-lab --help).
+LAB_FLAGS ?=
+lab: build
+	$(BIN)/pagewire-lab --pagewire $(BIN)/pagewire $(LAB_FLAGS)
+
+# A few minutes: the small-update guest at 1 Gbit/s, QEMU 10 zstd with TLS
+# against the gateways with zstd and lz4.
+lab-quick: build
+	$(BIN)/pagewire-lab --quick --pagewire $(BIN)/pagewire $(LAB_FLAGS)
 
 fuzz: setup
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

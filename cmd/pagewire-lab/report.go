@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// group names a row of the chart: the runs that differ only by path.
+func group(r Result) string {
+	return fmt.Sprintf("%s\n%s\n%s", r.Workload.Kind, r.Link.Name, r.Model)
+}
+
+// chart draws every run's time to completion as grouped bars: a group
+// per model, workload and link, a bar per path. A run that did not
+// complete is drawn at zero height and named in the legend's title.
+func chart(results []Result, path string) error {
+	var groups, paths []string
+	for _, r := range results {
+		if g := group(r); !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+		if !slices.Contains(paths, r.Path.Name) {
+			paths = append(paths, r.Path.Name)
+		}
+	}
+	p := plot.New()
+	p.Title.Text = "Time to completion (s); missing bar: failed or not converged"
+	p.Y.Label.Text = "seconds"
+	w := vg.Points(float64(min(12, 240/max(1, len(paths)))))
+	for i, name := range paths {
+		vals := make(plotter.Values, len(groups))
+		for _, r := range results {
+			if r.Path.Name == name && r.Status == "completed" {
+				vals[slices.Index(groups, group(r))] = r.Seconds
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, w)
+		if err != nil {
+			return err
+		}
+		bars.LineStyle.Width = vg.Length(0)
+		bars.Color = plotutil.Color(i)
+		bars.Offset = w * vg.Length(float64(i)-float64(len(paths)-1)/2)
+		p.Add(bars)
+		p.Legend.Add(name, bars)
+	}
+	p.Legend.Top = true
+	p.NominalX(groups...)
+	width := vg.Length(max(6, 1.2*float64(len(groups))*float64(len(paths))/3)) * vg.Inch
+	return p.Save(min(width, 40*vg.Inch), 5*vg.Inch, path)
+}
+
+// report writes the Markdown report.
+func report(results []Result, o options, command, accel, path string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# The migration lab\n\n")
+	fmt.Fprintf(&b, "Made by `%s` on %s (%d CPUs, %s) from `make lab` (`cmd/pagewire-lab`).\n\n",
+		command, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOARCH)
+	b.WriteString(labDoc)
+	fmt.Fprintf(&b, "\nAccelerator: %s. Guest RAM %d MiB + 64 KiB, workload memory %d MiB, %d multifd channels (and %d link channels through the gateways), downtime limit 300 ms, a run not completed within %v is cancelled (not converged).\n\n",
+		accel, o.ram, o.mem, o.channels, o.channels, o.limit)
+	fmt.Fprintf(&b, "![time to completion per path](%s)\n\n", relTo(path, o.png))
+	sorted := append([]Result(nil), results...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, c := sorted[i], sorted[j]
+		if a.Model != c.Model {
+			return a.Model < c.Model // shared first
+		}
+		if a.Workload.Kind != c.Workload.Kind {
+			return a.Workload.Kind < c.Workload.Kind
+		}
+		return a.Link.Name < c.Link.Name
+	})
+	b.WriteString("| model | workload | link | path | status | time s | QEMU total s | downtime ms (QEMU) | downtime ms (end to end) | rounds | link MB | CPU s (src QEMU / dst QEMU / gw-in / gw-out) | guest updates/s before / during (lowest) | RAM equal |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range sorted {
+		status := r.Status
+		if r.Error != "" && r.Status != "completed" {
+			status += ": " + strings.ReplaceAll(r.Error, "|", "/")
+		}
+		eq := ""
+		if r.RAMEqual != nil {
+			eq = map[bool]string{true: "yes", false: "**no**"}[*r.RAMEqual]
+		}
+		cpu := fmt.Sprintf("%.1f / %.1f", r.CPU["source QEMU"], r.CPU["destination QEMU"])
+		if r.Path.Gateways {
+			cpu += fmt.Sprintf(" / %.1f / %.1f", r.CPU["gateway-in"], r.CPU["gateway-out"])
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.1f | %.1f | %d | %d | %d | %.0f | %s | %.0f / %.0f (%.0f) | %s |\n",
+			r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, status, r.Seconds, float64(r.QEMUTotalMs)/1000,
+			r.QEMUDowntime, r.EndToEndDowntime, r.Rounds, float64(r.LinkBytes)/1e6, cpu,
+			r.GuestBefore, r.GuestDuring, r.GuestMin, eq)
+	}
+	b.WriteString("\nOne JSON object per run: `" + o.jsonOut + "`.\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// relTo is target relative to the directory of from, when both are
+// relative paths in one directory tree.
+func relTo(from, target string) string {
+	dir := from[:strings.LastIndexByte(from, '/')+1]
+	if t, ok := strings.CutPrefix(target, dir); ok {
+		return t
+	}
+	return target
+}
+
+// labDoc explains the set-up; it heads every report.
+const labDoc = `## What runs
+
+- **Guests.** Debian 12's kernel (one vCPU, TCG unless a KVM guest boots here, machine pc-i440fx-7.2) with
+  an initramfs holding busybox and the lab's static workload program
+  (` + "`internal/lab/guest/workload.c`" + `). The workload fills its memory, prints
+  PAGEWIRE-READY, then dirties it and prints its own progress every second
+  (updates per second): *idle* (heap and page cache filled with
+  compressible records, nothing dirtied), *records* (a table of records,
+  a few random bytes of a random record rewritten per update: small
+  updates), *records-random* (the same over random bytes: compression
+  cannot help, a delta can), *pages* (whole pages rewritten with random
+  bytes: nothing helps).
+- **Links.** ` + "`internal/lab/linkemu`" + `: a user-space TCP proxy on loopback with
+  a rate cap per direction shared by every connection of the link, a
+  one-way delay, and a few milliseconds of queue, so that a sender feels
+  the link through TCP as it would a real one.
+- **Paths.** *qemu-V-M[-tls]*: QEMU V to QEMU V directly through the link,
+  multifd compression M, with QEMU's own TLS (x509, mutual) or without.
+  *gw-M*: QEMU 10 -> ` + "`pagewire qemu gateway-in`" + ` -> link -> ` + "`gateway-out`" + ` ->
+  QEMU 10, the QEMU legs on loopback without compression, the link with
+  method M and mutual TLS (the gateways' default).
+- **CPU models.** *shared*: every process may run on both cores.
+  *two-host*: the source side (source QEMU, gateway-in) is pinned to core
+  0 and the destination side (destination QEMU, gateway-out) to core 1
+  with taskset, the closest a 2-core machine comes to two hosts of one
+  core each. The link emulator runs in the lab's own process, unpinned.
+- **Figures.** *time*: from the migrate command to the destination's
+  completion, polled every 20 ms. *QEMU total* and *downtime (QEMU)*: the
+  source's query-migrate. *downtime (end to end)*: from the source's STOP
+  event to the destination's completion. *rounds*: dirty-sync-count.
+  *downtime (end to end)* uses both QEMUs' own event timestamps (one
+  host, one clock): the source's STOP to the destination's MIGRATION
+  completed, so it counts what was still in flight after QEMU's own
+  figure ended. *link MB*: bytes through the link emulator, both directions. *CPU s*:
+  user+system seconds of each process during the migration (a QEMU's
+  includes its guest's vCPU under TCG). *guest updates/s*: the workload's
+  own figures over the 3 s before the migration and during it (the
+  lowest one-second figure; 0 if the guest missed a second). *RAM equal*:
+  the destination's RAM file equals the source's at the end, checked
+  for every completed run.
+`
