@@ -467,14 +467,9 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		map[string]any{"capability": "multifd", "state": true},
 		map[string]any{"capability": "events", "state": true},
 	}}
-	for _, c := range []struct {
-		cmd  string
-		args any
-	}{{"migrate-set-capabilities", caps}, {"migrate-set-parameters", params},
-		{"migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", dstPort)}}} {
-		if _, err := dq.Do(c.cmd, c.args); err != nil {
-			return fmt.Errorf("destination: %w", err)
-		}
+	if err := doAll(dq, "destination", "migrate-set-capabilities", caps, "migrate-set-parameters", params,
+		"migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", dstPort)}); err != nil {
+		return err
 	}
 
 	// The link, and the gateways around it.
@@ -553,13 +548,8 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	if directTLS {
 		params["tls-creds"] = "tls0"
 	}
-	for _, c := range []struct {
-		cmd  string
-		args any
-	}{{"migrate-set-capabilities", caps}, {"migrate-set-parameters", params}} {
-		if _, err := sq.Do(c.cmd, c.args); err != nil {
-			return fmt.Errorf("source: %w", err)
-		}
+	if err := doAll(sq, "source", "migrate-set-capabilities", caps, "migrate-set-parameters", params); err != nil {
+		return err
 	}
 
 	// Migrate.
@@ -679,6 +669,17 @@ func dialQMP(p *proc, sock string) (*qmp.Client, error) {
 		}
 	}
 	return q, err
+}
+
+// doAll runs commands given as name, arguments, name, arguments...; an
+// error names the QEMU (who).
+func doAll(q *qmp.Client, who string, cmds ...any) error {
+	for i := 0; i+1 < len(cmds); i += 2 {
+		if _, err := q.Do(cmds[i].(string), cmds[i+1]); err != nil {
+			return fmt.Errorf("%s: %w", who, err)
+		}
+	}
+	return nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }

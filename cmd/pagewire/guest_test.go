@@ -3,12 +3,13 @@ package main_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/lab/guest"
 )
 
 // guestInit is the running guest's /init: it announces itself, rewrites
@@ -28,39 +29,6 @@ echo PAGEWIRE-IDLE
 while true; do sleep 1000; done
 `
 
-// cpioNewc writes a "newc" cpio archive (the kernel's initramfs format)
-// of files (name -> mode, data), directories first.
-func cpioNewc(files []cpioFile) []byte {
-	var b bytes.Buffer
-	pad := func() {
-		for b.Len()%4 != 0 {
-			b.WriteByte(0)
-		}
-	}
-	ino := 1
-	add := func(name string, mode uint32, data []byte) {
-		fmt.Fprintf(&b, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
-			ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
-		b.WriteString(name)
-		b.WriteByte(0)
-		pad()
-		b.Write(data)
-		pad()
-		ino++
-	}
-	for _, f := range files {
-		add(f.name, f.mode, f.data)
-	}
-	add("TRAILER!!!", 0, nil)
-	return b.Bytes()
-}
-
-type cpioFile struct {
-	name string
-	mode uint32
-	data []byte
-}
-
 // guestFiles returns the kernel and an initramfs for the running guest,
 // from build/guest (scripts/guest.sh, run by 'make setup').
 func guestFiles(t *testing.T) (kernel, initrd string) {
@@ -75,11 +43,11 @@ func guestFiles(t *testing.T) (kernel, initrd string) {
 		t.Fatalf("%v: run 'make setup'", err)
 	}
 	initrd = filepath.Join(t.TempDir(), "initramfs.cpio")
-	arc := cpioNewc([]cpioFile{
-		{"bin", 0o040755, nil},
-		{"dev", 0o040755, nil},
-		{"bin/busybox", 0o100755, bb},
-		{"init", 0o100755, []byte(guestInit)},
+	arc := guest.CPIO([]guest.File{
+		{Name: "bin", Mode: 0o040755},
+		{Name: "dev", Mode: 0o040755},
+		{Name: "bin/busybox", Mode: 0o100755, Data: bb},
+		{Name: "init", Mode: 0o100755, Data: []byte(guestInit)},
 	})
 	if err := os.WriteFile(initrd, arc, 0o644); err != nil {
 		t.Fatal(err)
