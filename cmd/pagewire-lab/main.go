@@ -260,20 +260,14 @@ func run(ctx context.Context, o options) error {
 
 // repoRoot finds the repository from the working directory.
 func repoRoot() (string, error) {
-	dir, err := os.Getwd()
+	root, err := guest.Root()
+	if err == nil {
+		_, err = os.Stat(filepath.Join(root, "internal", "lab"))
+	}
 	if err != nil {
-		return "", err
+		return "", errors.New("run pagewire-lab from pagewire's repository (make lab)")
 	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			if _, err := os.Stat(filepath.Join(d, "internal", "lab")); err == nil {
-				return d, nil
-			}
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("run pagewire-lab from pagewire's repository (make lab)")
-		}
-	}
+	return root, nil
 }
 
 // setup checks and builds what the runs need.
