@@ -1,6 +1,12 @@
 package engine
 
-import "sync/atomic"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
+)
 
 // dstBlock is a destination block with one claim bit per page for the
 // current sync interval. A page may arrive twice between two SYNCs on two
@@ -23,6 +29,31 @@ type dstBlock struct {
 	// bitmap. Reading it would fault it in: on a sparse file or shared
 	// memory, a page allocated for nothing.
 	written []atomic.Uint64
+	// file, if set, is the file data maps from byte fileOff (Block.File):
+	// raw pages are written there with pwrite, which fills the page cache
+	// without faulting each page into the mapping and zeroing it first
+	// (2-2.5x cheaper for a new file here). noFile turns that off for
+	// good once the file refuses pwrite (hugetlbfs).
+	file    *os.File
+	fileOff int64
+	noFile  atomic.Bool
+}
+
+// writeAt writes p, whole pages read from the wire, at byte offset off of
+// the block through its file; false if the block has no file that takes
+// writes (the caller then copies p into data itself).
+func (b *dstBlock) writeAt(p []byte, off uint64) (bool, error) {
+	if b.file == nil || b.noFile.Load() {
+		return false, nil
+	}
+	if _, err := b.file.WriteAt(p, b.fileOff+int64(off)); err != nil {
+		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.EBADF) {
+			b.noFile.Store(true)
+			return false, nil
+		}
+		return false, fmt.Errorf("block %s: writing %s: %w", b.name, b.file.Name(), err)
+	}
+	return true, nil
 }
 
 func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock {

@@ -120,6 +120,7 @@ type recvChan struct {
 	mine    []bool   // per normal page of the packet: this channel claimed it
 	landed  []uint64 // pages this packet wrote, for OnPages
 	scratch []byte   // where pages another channel claimed are decoded
+	wbuf    []byte   // raw pages on their way to the block's file (dstBlock.file)
 }
 
 var errFinished = errors.New("transfer finished")
@@ -605,8 +606,12 @@ func (t *transfer) setup() error {
 		fresh = zeroed(mem)
 	}
 	have := make(map[string][]byte)
+	files := make(map[string]Block)
 	for _, b := range mem.Blocks() {
 		have[b.Name] = b.Data
+		if b.File != nil {
+			files[b.Name] = b
+		}
 	}
 	t.blocks = make(map[string]*dstBlock, len(h.Blocks))
 	for _, b := range h.Blocks {
@@ -618,6 +623,9 @@ func (t *transfer) setup() error {
 			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
 		}
 		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize, fresh)
+		if f, ok := files[b.Name]; ok {
+			t.blocks[b.Name].file, t.blocks[b.Name].fileOff = f.File, f.Offset
+		}
 		if t.onSync != nil && t.onPages == nil {
 			t.blocks[b.Name].track()
 		}
@@ -1069,7 +1077,28 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 			for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
 				j++
 			}
-			if _, err := io.ReadFull(c.conn, data[offs[i]:offs[j-1]+ps]); err != nil {
+			run := data[offs[i] : offs[j-1]+ps]
+			if blk.file != nil && !blk.noFile.Load() {
+				// Through the file (dstBlock.file): read the run into
+				// this channel's buffer, then pwrite it.
+				if cap(c.wbuf) < len(run) {
+					c.wbuf = make([]byte, uint64(t.hello.PacketPages)*ps)
+				}
+				buf := c.wbuf[:len(run)]
+				if _, err := io.ReadFull(c.conn, buf); err != nil {
+					return c.readErr(err)
+				}
+				ok, err := blk.writeAt(buf, offs[i])
+				if err != nil {
+					return c.errf("%w", err)
+				}
+				if !ok {
+					copy(run, buf)
+				}
+				i = j
+				continue
+			}
+			if _, err := io.ReadFull(c.conn, run); err != nil {
 				return c.readErr(err)
 			}
 			i = j
