@@ -1126,17 +1126,51 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	if _, err := io.ReadFull(c.conn, payload); err != nil {
 		return c.readErr(err)
 	}
+	// Into a file-backed block, the method decodes into this channel's
+	// buffer and the pages go to the file with pwrite (dstBlock.file).
+	viaFile := blk.file != nil && !blk.noFile.Load()
+	if viaFile && cap(c.wbuf) < len(offs)*int(ps) {
+		c.wbuf = make([]byte, uint64(t.hello.PacketPages)*ps)
+	}
 	c.sp.Pages = c.sp.Pages[:0]
 	for i, off := range offs {
-		if c.mine[i] {
-			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
-		} else {
+		switch {
+		case !c.mine[i]:
 			c.sp.Pages = append(c.sp.Pages, c.scratch)
+		case viaFile:
+			at := uint64(i) * ps
+			c.sp.Pages = append(c.sp.Pages, c.wbuf[at:at+ps:at+ps])
+		default:
+			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
 		}
 	}
 	c.sp.Seq = c.seq
 	if err := c.m.Recv(&c.sp, payload); err != nil {
 		return c.errf("%w: %s: %w", ErrMethod, t.info.Name, err)
+	}
+	if !viaFile {
+		return nil
+	}
+	// Runs of claimed pages, consecutive on the wire and in the block,
+	// are consecutive in the buffer too: one pwrite each.
+	for i := 0; i < len(offs); {
+		if !c.mine[i] {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
+			j++
+		}
+		buf := c.wbuf[uint64(i)*ps : uint64(j)*ps]
+		ok, err := blk.writeAt(buf, offs[i])
+		if err != nil {
+			return c.errf("%w", err)
+		}
+		if !ok {
+			copy(data[offs[i]:offs[j-1]+ps], buf)
+		}
+		i = j
 	}
 	return nil
 }
