@@ -69,6 +69,14 @@ func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock 
 	return b
 }
 
+// blockOf is newDstBlock for a destination Block: raw and decoded pages
+// go to b.File with pwrite when it has one (see dstBlock.file).
+func blockOf(b Block, pageSize int, zeroed bool) *dstBlock {
+	d := newDstBlock(b.Name, b.Data, pageSize, zeroed)
+	d.file, d.fileOff = b.File, b.Offset
+	return d
+}
+
 // bit is the word and bit of the page at byte offset off in a bitmap of
 // one bit per page.
 func (b *dstBlock) bit(off uint64) (word, mask uint64) {

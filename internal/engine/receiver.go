@@ -605,27 +605,20 @@ func (t *transfer) setup() error {
 		}
 		fresh = zeroed(mem)
 	}
-	have := make(map[string][]byte)
-	files := make(map[string]Block)
+	have := make(map[string]Block)
 	for _, b := range mem.Blocks() {
-		have[b.Name] = b.Data
-		if b.File != nil {
-			files[b.Name] = b
-		}
+		have[b.Name] = b
 	}
 	t.blocks = make(map[string]*dstBlock, len(h.Blocks))
 	for _, b := range h.Blocks {
-		data, ok := have[b.Name]
+		dst, ok := have[b.Name]
 		if !ok {
 			return fmt.Errorf("%w: destination has no block %q", ErrBadHandshake, b.Name)
 		}
-		if uint64(len(data)) != b.Size {
-			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(data))
+		if uint64(len(dst.Data)) != b.Size {
+			return fmt.Errorf("%w: block %q: sender has %d bytes, destination %d", ErrBadHandshake, b.Name, b.Size, len(dst.Data))
 		}
-		t.blocks[b.Name] = newDstBlock(b.Name, data, h.PageSize, fresh)
-		if f, ok := files[b.Name]; ok {
-			t.blocks[b.Name].file, t.blocks[b.Name].fileOff = f.File, f.Offset
-		}
+		t.blocks[b.Name] = blockOf(dst, h.PageSize, fresh)
 		if t.onSync != nil && t.onPages == nil {
 			t.blocks[b.Name].track()
 		}

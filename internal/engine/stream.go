@@ -126,16 +126,16 @@ func (st *Stream) Blocks(infos []BlockInfo) error {
 	}
 	t.mem = mem
 	t.blocks = make(map[string]*dstBlock, len(infos))
-	have := make(map[string][]byte)
+	have := make(map[string]Block)
 	for _, b := range mem.Blocks() {
-		have[b.Name] = b.Data
+		have[b.Name] = b
 	}
 	for _, in := range infos {
-		data, ok := have[in.Name]
-		if !ok || uint64(len(data)) != in.Size {
-			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(data), in.Size)
+		dst, ok := have[in.Name]
+		if !ok || uint64(len(dst.Data)) != in.Size {
+			return fmt.Errorf("destination block %q: %d bytes, want %d", in.Name, len(dst.Data), in.Size)
 		}
-		t.blocks[in.Name] = newDstBlock(in.Name, data, DefaultPageSize, zeroed(mem))
+		t.blocks[in.Name] = blockOf(dst, DefaultPageSize, zeroed(mem))
 		if t.onSync != nil && t.onPages == nil {
 			t.blocks[in.Name].track()
 		}
