@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
-	"syscall"
 )
 
 // dstBlock is a destination block with one claim bit per page for the
@@ -29,31 +27,22 @@ type dstBlock struct {
 	// bitmap. Reading it would fault it in: on a sparse file or shared
 	// memory, a page allocated for nothing.
 	written []atomic.Uint64
-	// file, if set, is the file data maps from byte fileOff (Block.File):
-	// raw pages are written there with pwrite, which fills the page cache
-	// without faulting each page into the mapping and zeroing it first
-	// (2-2.5x cheaper for a new file here). noFile turns that off for
-	// good once the file refuses pwrite (hugetlbfs).
+	// file, if set, is the file data is a shared mapping of, from byte
+	// fileOff (Block.File), and takes pwrite (pwritable): pages are
+	// written there, which fills the page cache without faulting each
+	// page into the mapping and zeroing it first (2-2.5x cheaper for a
+	// new file here). The mapping sees the same pages.
 	file    *os.File
 	fileOff int64
-	noFile  atomic.Bool
 }
 
-// writeAt writes p, whole pages read from the wire, at byte offset off of
-// the block through its file; false if the block has no file that takes
-// writes (the caller then copies p into data itself).
-func (b *dstBlock) writeAt(p []byte, off uint64) (bool, error) {
-	if b.file == nil || b.noFile.Load() {
-		return false, nil
-	}
+// writeAt writes p, whole pages, at byte offset off of the block through
+// its file.
+func (b *dstBlock) writeAt(p []byte, off uint64) error {
 	if _, err := b.file.WriteAt(p, b.fileOff+int64(off)); err != nil {
-		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.EBADF) {
-			b.noFile.Store(true)
-			return false, nil
-		}
-		return false, fmt.Errorf("block %s: writing %s: %w", b.name, b.file.Name(), err)
+		return fmt.Errorf("block %s: %w", b.name, err)
 	}
-	return true, nil
+	return nil
 }
 
 func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock {
@@ -70,10 +59,13 @@ func newDstBlock(name string, data []byte, pageSize int, zeroed bool) *dstBlock 
 }
 
 // blockOf is newDstBlock for a destination Block: raw and decoded pages
-// go to b.File with pwrite when it has one (see dstBlock.file).
+// go to b.File with pwrite when it has one that takes it (see
+// dstBlock.file), and through the mapping otherwise.
 func blockOf(b Block, pageSize int, zeroed bool) *dstBlock {
 	d := newDstBlock(b.Name, b.Data, pageSize, zeroed)
-	d.file, d.fileOff = b.File, b.Offset
+	if b.File != nil && pwritable(b.File) {
+		d.file, d.fileOff = b.File, b.Offset
+	}
 	return d
 }
 

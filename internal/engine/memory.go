@@ -25,6 +25,13 @@ type Block struct {
 	// file is a memfd sealed against writing (F_SEAL_WRITE, or
 	// F_SEAL_FUTURE_WRITE once the VMM has mapped it) and shrinking
 	// (F_SEAL_SHRINK), as [ReadImage]'s are.
+	//
+	// A receiver writes the pages it receives into File with pwrite
+	// instead of through Data when File is a regular file open for
+	// writing (not O_APPEND or O_DIRECT, not sealed against writes), on
+	// Linux: cheaper than faulting each page of a new mapping in. Data
+	// must then be a shared (MAP_SHARED) mapping of File from Offset, so
+	// that it shows those pages, as [CreateImage]'s is.
 	File   *os.File
 	Offset int64
 }

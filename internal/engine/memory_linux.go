@@ -66,3 +66,26 @@ func reserve(f *os.File, size int64) error {
 		}
 	}
 }
+
+// pwritable reports whether pages written to f with pwrite show in a
+// shared mapping of it and the call is allowed: a regular file, open for
+// writing without O_APPEND or O_DIRECT, not sealed against writes (a
+// VMM's memfd may be sealed with F_SEAL_FUTURE_WRITE and still mapped
+// writable), and taking a zero-byte pwrite (hugetlbfs refuses write(2)).
+// A receiver writes a file-backed block through the file only then.
+func pwritable(f *os.File) bool {
+	fd := int(f.Fd())
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE == unix.O_RDONLY || fl&(unix.O_APPEND|unix.O_DIRECT) != 0 {
+		return false
+	}
+	if seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); err == nil && seals&(unix.F_SEAL_WRITE|unix.F_SEAL_FUTURE_WRITE) != 0 {
+		return false
+	}
+	_, err = unix.Pwrite(fd, nil, 0)
+	return err == nil
+}

@@ -27,3 +27,8 @@ func seal(*os.File) error { return nil }
 // reserve sizes f to size bytes, sparse: there is no portable way to
 // allocate the blocks ahead.
 func reserve(f *os.File, size int64) error { return f.Truncate(size) }
+
+// pwritable is false off Linux: a write(2) is not known to show in a
+// shared mapping of the file (no unified buffer cache everywhere), so a
+// receiver copies through the mapping.
+func pwritable(*os.File) bool { return false }

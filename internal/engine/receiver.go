@@ -1031,8 +1031,13 @@ func (c *recvChan) ram() error {
 	return nil
 }
 
+// rawChunk bounds the buffer a channel reads raw pages into on their way
+// to a file (dstBlock.file), whatever packet size the sender chose.
+const rawChunk = 1 << 20
+
 // payloadInto reads the packet's payload and has the method put the
-// normal pages at offs into data.
+// normal pages at offs into the block: into data, or through the block's
+// file (dstBlock.file).
 func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	t := c.t
 	ps := uint64(t.hello.PageSize)
@@ -1070,28 +1075,28 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 			for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
 				j++
 			}
-			run := data[offs[i] : offs[j-1]+ps]
-			if blk.file != nil && !blk.noFile.Load() {
+			if blk.file != nil {
 				// Through the file (dstBlock.file): read the run into
-				// this channel's buffer, then pwrite it.
-				if cap(c.wbuf) < len(run) {
-					c.wbuf = make([]byte, uint64(t.hello.PacketPages)*ps)
-				}
-				buf := c.wbuf[:len(run)]
-				if _, err := io.ReadFull(c.conn, buf); err != nil {
-					return c.readErr(err)
-				}
-				ok, err := blk.writeAt(buf, offs[i])
-				if err != nil {
-					return c.errf("%w", err)
-				}
-				if !ok {
-					copy(run, buf)
+				// this channel's buffer, at most rawChunk at a time, and
+				// pwrite it.
+				for at, end := offs[i], offs[j-1]+ps; at < end; {
+					n := min(end-at, rawChunk)
+					if uint64(cap(c.wbuf)) < n {
+						c.wbuf = make([]byte, min(uint64(t.hello.PacketPages)*ps, rawChunk))
+					}
+					buf := c.wbuf[:n]
+					if _, err := io.ReadFull(c.conn, buf); err != nil {
+						return c.readErr(err)
+					}
+					if err := blk.writeAt(buf, at); err != nil {
+						return c.errf("%w", err)
+					}
+					at += n
 				}
 				i = j
 				continue
 			}
-			if _, err := io.ReadFull(c.conn, run); err != nil {
+			if _, err := io.ReadFull(c.conn, data[offs[i]:offs[j-1]+ps]); err != nil {
 				return c.readErr(err)
 			}
 			i = j
@@ -1121,7 +1126,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 	}
 	// Into a file-backed block, the method decodes into this channel's
 	// buffer and the pages go to the file with pwrite (dstBlock.file).
-	viaFile := blk.file != nil && !blk.noFile.Load()
+	viaFile := blk.file != nil
 	if viaFile && cap(c.wbuf) < len(offs)*int(ps) {
 		c.wbuf = make([]byte, uint64(t.hello.PacketPages)*ps)
 	}
@@ -1155,13 +1160,8 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 		for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
 			j++
 		}
-		buf := c.wbuf[uint64(i)*ps : uint64(j)*ps]
-		ok, err := blk.writeAt(buf, offs[i])
-		if err != nil {
+		if err := blk.writeAt(c.wbuf[uint64(i)*ps:uint64(j)*ps], offs[i]); err != nil {
 			return c.errf("%w", err)
-		}
-		if !ok {
-			copy(data[offs[i]:offs[j-1]+ps], buf)
 		}
 		i = j
 	}
