@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -105,11 +106,10 @@ func report(results []Result, o options, command, accel, path string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// relTo is target relative to the directory of from, when both are
-// relative paths in one directory tree.
+// relTo is target relative to the directory of from, as the report
+// links it.
 func relTo(from, target string) string {
-	dir := from[:strings.LastIndexByte(from, '/')+1]
-	if t, ok := strings.CutPrefix(target, dir); ok {
+	if t, err := filepath.Rel(filepath.Dir(from), target); err == nil {
 		return t
 	}
 	return target

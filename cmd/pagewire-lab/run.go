@@ -288,10 +288,12 @@ func (c *console) close() {
 	<-c.done
 }
 
-func (c *console) isReady() bool {
+// ready4 reports whether the workload is ready and has printed four
+// progress lines since.
+func (c *console) ready4() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return !c.ready.IsZero()
+	return !c.ready.IsZero() && len(c.marks) >= 4
 }
 
 // rates returns the mean rate of the lines in [from, to) and the lowest.
@@ -527,11 +529,13 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		return err
 	}
 	defer sq.Close()
+	// Ready, then four progress lines: the 3 s before the migration
+	// that the guest's rate before is taken from.
 	bootBy := time.Now().Add(5 * time.Minute)
-	for !con.isReady() {
+	for !con.ready4() {
 		if time.Now().After(bootBy) {
 			b, _ := os.ReadFile(consolePath)
-			return fmt.Errorf("the guest was not ready within 5 minutes: %s", lastLine(string(b)))
+			return fmt.Errorf("the guest's workload was not ready and running within 5 minutes: %s", lastLine(string(b)))
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -542,7 +546,6 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	time.Sleep(4 * time.Second) // a few progress lines before
 	params = map[string]any{"multifd-channels": l.Channels, "multifd-compression": method,
 		"downtime-limit": 300, "max-bandwidth": int64(64) << 30}
 	if directTLS {

@@ -107,13 +107,7 @@ func TestGatewayRunningGuest(t *testing.T) {
 	src, _ := os.ReadFile(g.srcRAM)
 	dst, _ := os.ReadFile(g.dstRAM)
 	if len(src) != size || !bytes.Equal(src, dst) {
-		diff := 0
-		for i := 0; i+4096 <= min(len(src), len(dst)); i += 4096 {
-			if !bytes.Equal(src[i:i+4096], dst[i:i+4096]) {
-				diff++
-			}
-		}
-		t.Fatalf("the destination's RAM differs from the source's in %d pages", diff)
+		t.Fatalf("the destination's RAM differs from the source's in %d pages", pagesDiffer(src, dst))
 	}
 	b, _ := os.ReadFile(console)
 	t.Logf("%d pre-copy rounds; guest: %s", info.RAM.DirtySyncCount, strings.TrimSpace(string(b[max(0, len(b)-200):])))

@@ -1035,6 +1035,16 @@ func (c *recvChan) ram() error {
 // to a file (dstBlock.file), whatever packet size the sender chose.
 const rawChunk = 1 << 20
 
+// runEnd returns the end (exclusive) of the run of pages starting at
+// offs[i] that this channel claimed and that are adjacent in the block.
+func (c *recvChan) runEnd(offs []uint64, i int, ps uint64) int {
+	j := i + 1
+	for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
+		j++
+	}
+	return j
+}
+
 // payloadInto reads the packet's payload and has the method put the
 // normal pages at offs into the block: into data, or through the block's
 // file (dstBlock.file).
@@ -1071,10 +1081,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 				i++
 				continue
 			}
-			j := i + 1
-			for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
-				j++
-			}
+			j := c.runEnd(offs, i, ps)
 			if blk.file != nil {
 				// Through the file (dstBlock.file): read the run into
 				// this channel's buffer, at most rawChunk at a time, and
@@ -1156,10 +1163,7 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 			i++
 			continue
 		}
-		j := i + 1
-		for j < len(offs) && offs[j] == offs[j-1]+ps && c.mine[j] {
-			j++
-		}
+		j := c.runEnd(offs, i, ps)
 		if err := blk.writeAt(c.wbuf[uint64(i)*ps:uint64(j)*ps], offs[i]); err != nil {
 			return c.errf("%w", err)
 		}
