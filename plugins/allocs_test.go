@@ -16,7 +16,7 @@ import (
 func TestSenderAllocs(t *testing.T) {
 	pkts := packets(t, 200)
 	for _, m := range methods {
-		t.Run(m.Info().Name, func(t *testing.T) {
+		t.Run(label(m), func(t *testing.T) {
 			snd, _ := m.NewSender(0, opts)
 			rcv, _ := m.NewReceiver(0, opts)
 			defer snd.Close()

@@ -71,7 +71,7 @@ func FuzzRecv(f *testing.F) {
 			if j == 0 {
 				firstPayload[i] = p0
 			} else if !bytes.Equal(p0, firstPayload[i]) {
-				f.Fatalf("%s: the first packet's payload differs between senders", m.Info().Name)
+				f.Fatalf("%s: the first packet's payload differs between senders", label(m))
 			}
 			p, err := snd.Prepare(&sdk.Packet{Pages: pages, Seq: 2}, nil)
 			if err != nil {
@@ -88,7 +88,7 @@ func FuzzRecv(f *testing.F) {
 				f.Fatal(err)
 			}
 			if err := rcv.Recv(&sdk.Packet{Pages: dst, Seq: 2}, p); err != nil || !bytes.Equal(bytes.Join(dst, nil), bytes.Join(pages, nil)) {
-				f.Fatalf("%s: seed %d does not decode: %v", m.Info().Name, j, err)
+				f.Fatalf("%s: seed %d does not decode: %v", label(m), j, err)
 			}
 			rcv.Close()
 			f.Add(uint8(i), uint8(len(pages)-1), p)
@@ -111,19 +111,19 @@ func FuzzRecv(f *testing.F) {
 		}
 		defer rcv.Close()
 		if err := rcv.Recv(&sdk.Packet{Pages: alloc(fuzzFirst), Seq: 1}, firstPayload[i]); err != nil {
-			t.Fatalf("%s: first packet: %v", m.Info().Name, err)
+			t.Fatalf("%s: first packet: %v", label(m), err)
 		}
 		pages, check := guarded(n)
 		err = rcv.Recv(&sdk.Packet{Pages: pages, Seq: 2}, payload)
 		check(t)
 		if err != nil {
 			if !errors.Is(err, sdk.ErrCorrupt) {
-				t.Fatalf("%s: error %q does not wrap sdk.ErrCorrupt", m.Info().Name, err)
+				t.Fatalf("%s: error %q does not wrap sdk.ErrCorrupt", label(m), err)
 			}
 			return
 		}
 		if m.Info().Raw && !bytes.Equal(bytes.Join(pages, nil), payload) {
-			t.Fatalf("%s: accepted %d bytes for %d pages", m.Info().Name, len(payload), n)
+			t.Fatalf("%s: accepted %d bytes for %d pages", label(m), len(payload), n)
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/pagewire/pagewire/internal/corpus"
@@ -18,7 +19,24 @@ import (
 	"github.com/pagewire/pagewire/sdk"
 )
 
-var methods = []sdk.Method{nocomp.New(), zlib.New(), zstd.New(), lz4.New()}
+// methods are the built-in methods, zstd in pure Go, and, in a build
+// with the native tier (the libzstd tag), zstd on libzstd as well.
+var methods = func() []sdk.Method {
+	ms := []sdk.Method{nocomp.New(), zlib.New(), zstd.NewGo(), lz4.New()}
+	if zstd.Native {
+		ms = append(ms, zstd.New())
+	}
+	return ms
+}()
+
+// label names a method in test and benchmark names: its name, and
+// zstd-libzstd for the native zstd.
+func label(m sdk.Method) string {
+	if z, ok := m.(zstd.Method); ok && strings.HasPrefix(z.Implementation(), "libzstd") {
+		return "zstd-libzstd"
+	}
+	return m.Info().Name
+}
 
 const ps = 4096
 
@@ -63,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 	pkts := packets(t, 30)
 	for _, m := range methods {
 		for _, level := range []int{0, 3, 9} {
-			t.Run(fmt.Sprintf("%s/level=%d", m.Info().Name, level), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/level=%d", label(m), level), func(t *testing.T) {
 				o := opts
 				o.Level = level
 				snd, err := m.NewSender(0, o)
@@ -110,7 +128,7 @@ func TestRoundTrip(t *testing.T) {
 func TestBadPayload(t *testing.T) {
 	pkts := packets(t, 3)
 	for _, m := range methods {
-		name := m.Info().Name
+		name := label(m)
 		cases := map[string]func(p []byte) []byte{
 			"truncated": func(p []byte) []byte { return p[:len(p)/2] },
 			"empty":     func(p []byte) []byte { return nil },

@@ -17,8 +17,9 @@ fi
 # which fetches the libraries' sources from the npm registry with curl);
 # gpgv, xz-utils and Debian's archive keyring check and unpack QEMU 10
 # (scripts/qemu10.sh); gcc and libc6-dev build the lab's static guest
-# workload.
-apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32 curl gpgv xz-utils debian-archive-keyring gcc libc6-dev"
+# workload; libzstd-dev and pkg-config build the native zstd tier
+# (the libzstd build tag, plugins/zstd).
+apt_packages="qemu-system-x86 clang lld wasi-libc libclang-rt-14-dev-wasm32 curl gpgv xz-utils debian-archive-keyring gcc libc6-dev libzstd-dev pkg-config"
 pkgs=()
 for p in $apt_packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")

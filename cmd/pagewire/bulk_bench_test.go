@@ -1,8 +1,10 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,7 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/plugins/builtin"
+	"github.com/pagewire/pagewire/plugins/zstd"
 )
 
 // bulkImage writes the bulk benchmark's 1 GiB guest image: six copies of
@@ -179,15 +186,79 @@ func pagewireBulk(b *testing.B, outDir, img string, channels int, method string)
 	return bulkRun{wall: wall, cpu: cpu, wire: sum.WireBytes + sum.ControlBytes}
 }
 
+// pagewireIntoMemory sends img with 'pagewire send' to a receiver in this
+// process (core.Receiver) that writes into new anonymous memory (mmap,
+// fresh for every transfer, unmapped after): the wall clock from starting
+// the sender until both ends are done, the sender's CPU plus this
+// process's during the transfer, and the wire bytes.
+func pagewireIntoMemory(b *testing.B, img string, channels int, method string) bulkRun {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var maps [][]byte
+	defer func() {
+		for _, m := range maps {
+			unix.Munmap(m)
+		}
+	}()
+	r := core.NewReceiver(core.ReceiverConfig{Methods: builtin.Methods(), Alloc: func(infos []core.BlockInfo) (core.Memory, error) {
+		bs := make(core.Blocks, len(infos))
+		for i, in := range infos {
+			m, err := unix.Mmap(-1, 0, int(in.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			if err != nil {
+				return nil, err
+			}
+			maps = append(maps, m)
+			bs[i] = core.Block{Name: in.Name, Data: m}
+		}
+		return core.FreshZeros(bs), nil
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var ru0, ru1 unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+	begin := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(ctx, ln)
+		done <- err
+	}()
+	s := start(b, "send", "--to", "tcp:"+ln.Addr().String(), "--channels", fmt.Sprint(channels), "--method", method, "--json", img)
+	if code := s.wait(b); code != 0 {
+		b.Fatalf("send exited %d: %s", code, s.stderr)
+	}
+	if err := <-done; err != nil {
+		b.Fatalf("receive: %v", err)
+	}
+	wall := time.Since(begin)
+	unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+	self := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
+	var sum struct {
+		WireBytes    int64 `json:"wire_bytes"`
+		ControlBytes int64 `json:"control_bytes"`
+	}
+	if err := json.Unmarshal(s.stdout.Bytes(), &sum); err != nil {
+		b.Fatalf("send summary: %v: %s", err, s.stdout.String())
+	}
+	cpu := s.cmd.ProcessState.UserTime() + s.cmd.ProcessState.SystemTime() + self
+	return bulkRun{wall: wall, cpu: cpu, wire: sum.WireBytes + sum.ControlBytes}
+}
+
 // BenchmarkBulk is the bulk path against QEMU 10.0 (issue 18's table):
 // a paused guest's 1 GiB image made of the corpus images (56% zero
 // pages), 4 channels over loopback, both ends on this machine, QEMU 10's
 // none and zstd QEMU to QEMU (its destination's RAM a new file) beside
 // pagewire's nocomp, zstd and lz4 send to recv into a new file (as
 // 'recv --out' writes) and, for nocomp, into a new file in /dev/shm
-// (memory, no disk-backed page cache; the CLI has no anonymous-memory
-// destination). Every
-// iteration runs every row once, in turn. Per row: wall seconds, CPU
+// (shared memory, no disk-backed page cache) and into new anonymous
+// memory (a receiver in the benchmark's process: the CLI has no
+// anonymous-memory destination). In a build with the native zstd tier
+// (make bench: the libzstd tag), pw-zstd runs on libzstd and pw-zstd-go
+// is the pure-Go zstd (PAGEWIRE_ZSTD=go) beside it. Every iteration runs
+// every row once, in turn. Per row: wall seconds, CPU
 // seconds of both ends, wire MB; and each pagewire row's time as a
 // fraction of QEMU 10 none's and zstd's (x-faster metrics).
 //
@@ -199,25 +270,36 @@ func BenchmarkBulk(b *testing.B) {
 	q.machine = "pc-i440fx-10.0"
 	dir := b.TempDir()
 	img, size := bulkImage(b, dir)
-	rows := []struct {
-		name, qemu, pw, out string
-	}{
-		{"qemu10-none", "none", "", dir},
-		{"qemu10-zstd", "zstd", "", dir},
-		{"pw-nocomp", "", "nocomp", dir},
-		{"pw-nocomp-shm", "", "nocomp", "/dev/shm"},
-		{"pw-zstd", "", "zstd", dir},
-		{"pw-lz4", "", "lz4", dir},
+	type row struct {
+		name, qemu, pw, out string // out "": anonymous memory
+		env                 string // PAGEWIRE_ZSTD for the sender and receiver
 	}
+	rows := []row{
+		{"qemu10-none", "none", "", dir, ""},
+		{"qemu10-zstd", "zstd", "", dir, ""},
+		{"pw-nocomp", "", "nocomp", dir, ""},
+		{"pw-nocomp-shm", "", "nocomp", "/dev/shm", ""},
+		{"pw-nocomp-anon", "", "nocomp", "", ""},
+		{"pw-zstd", "", "zstd", dir, ""},
+	}
+	if zstd.Native {
+		rows = append(rows, row{"pw-zstd-go", "", "zstd", dir, "go"})
+	}
+	rows = append(rows, row{"pw-lz4", "", "lz4", dir, ""})
 	sum := make([]bulkRun, len(rows))
 	for b.Loop() {
 		for i, r := range rows {
 			var run bulkRun
-			if r.qemu != "" {
+			os.Setenv("PAGEWIRE_ZSTD", r.env)
+			switch {
+			case r.qemu != "":
 				run = qemuMigrate(b, q, dir, img, size, 4, r.qemu)
-			} else {
+			case r.out == "":
+				run = pagewireIntoMemory(b, img, 4, r.pw)
+			default:
 				run = pagewireBulk(b, r.out, img, 4, r.pw)
 			}
+			os.Unsetenv("PAGEWIRE_ZSTD")
 			sum[i].wall += run.wall
 			sum[i].cpu += run.cpu
 			sum[i].wire += run.wire

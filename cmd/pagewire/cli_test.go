@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,18 @@ import (
 )
 
 var bin string
+
+// buildTags are the -tags this test binary was built with.
+func buildTags() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-tags" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pagewire-cli")
@@ -30,9 +43,10 @@ func TestMain(m *testing.M) {
 	bin = filepath.Join(dir, "pagewire")
 	// Tests run the CLI built with -race; benchmarks, without.
 	flag.Parse()
-	build := []string{"build", "-race", "-o", bin, "."}
+	// The CLI gets this test binary's build tags (make test's libzstd).
+	build := []string{"build", "-race", "-tags", buildTags(), "-o", bin, "."}
 	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
-		build = []string{"build", "-o", bin, "."}
+		build = []string{"build", "-tags", buildTags(), "-o", bin, "."}
 	}
 	out, err := exec.Command("go", build...).CombinedOutput()
 	if err != nil {

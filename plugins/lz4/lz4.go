@@ -15,6 +15,7 @@ import (
 
 	plz4 "github.com/pierrec/lz4/v4"
 
+	"github.com/pagewire/pagewire/internal/modver"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -32,6 +33,11 @@ func New() sdk.Method { return Method{} }
 
 // Info implements [sdk.Method].
 func (Method) Info() sdk.Info { return sdk.Info{Name: "lz4", Flag: Flag} }
+
+// Implementation names the code that compresses: "pierrec/lz4/v4 vX.Y.Z".
+func (Method) Implementation() string {
+	return "pierrec/lz4/v4 " + modver.Of("github.com/pierrec/lz4/v4")
+}
 
 // NewSender implements [sdk.Method].
 func (Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {

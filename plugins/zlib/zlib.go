@@ -14,6 +14,7 @@ import (
 	kzlib "github.com/klauspost/compress/zlib"
 
 	"github.com/pagewire/pagewire/internal/feed"
+	"github.com/pagewire/pagewire/internal/modver"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -31,6 +32,11 @@ func New() sdk.Method { return Method{} }
 
 // Info implements [sdk.Method].
 func (Method) Info() sdk.Info { return sdk.Info{Name: "zlib", Flag: Flag} }
+
+// Implementation names the code that compresses: "klauspost/compress vX.Y.Z".
+func (Method) Implementation() string {
+	return "klauspost/compress " + modver.Of("github.com/klauspost/compress")
+}
 
 // NewSender implements [sdk.Method].
 func (Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
