@@ -189,6 +189,9 @@ type summary struct {
 	// MBps is of guest RAM, zero pages included.
 	WireMBps float64 `json:"wire_mb_per_s"`
 	Plugin   string  `json:"plugin,omitempty"` // the --plugin file that ran the method
+	// Implementation is the code behind a built-in method: "libzstd
+	// 1.5.4", "klauspost/compress v1.20.4".
+	Implementation string `json:"implementation,omitempty"`
 	// QEMUDialect is a gateway's QEMU migration's dialect; Dialect is
 	// then the link's.
 	QEMUDialect string `json:"qemu_dialect,omitempty"`
@@ -222,8 +225,20 @@ func (c *common) sharedPackets() (shared, copied *uint64) {
 	return nil, nil
 }
 
-func (c *common) report(w io.Writer, s summary) {
+// named fills in what ran the method: the --plugin file, or the code
+// behind a built-in method.
+func (c *common) named(s summary) summary {
 	s.Plugin = c.plugin
+	if m, err := builtin.Methods().Lookup(s.Method); err == nil && s.Plugin == "" {
+		if i, ok := m.(interface{ Implementation() string }); ok {
+			s.Implementation = i.Implementation()
+		}
+	}
+	return s
+}
+
+func (c *common) report(w io.Writer, s summary) {
+	s = c.named(s)
 	if c.json {
 		c.printJSON(s)
 		return

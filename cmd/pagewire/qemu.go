@@ -186,7 +186,7 @@ func runQEMURecv(ctx context.Context, c *common, listen, out string, cfg qemu.Co
 			SyncPoints    uint64 `json:"sync_points"`
 			DeviceBytes   int64  `json:"device_bytes"`
 			Dir           string `json:"dir"`
-		}{sum, st.Machine, st.Dialect, st.MainBytes, st.MainZeroPages, st.SyncPoints, st.DeviceBytes, out})
+		}{c.named(sum), st.Machine, st.Dialect, st.MainBytes, st.MainZeroPages, st.SyncPoints, st.DeviceBytes, out})
 		return nil
 	}
 	sum := newSummary("qemu-received", st.Stats)

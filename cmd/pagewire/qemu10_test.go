@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/pagegen"
+	"github.com/pagewire/pagewire/plugins/zstd"
 )
 
 // qemuSpec is a QEMU binary, the machine type it runs and, if set, its
@@ -106,6 +107,19 @@ func TestQEMU10Source(t *testing.T) {
 			qemuIntoRecv(t, q, c)
 		})
 	}
+	// In a build with the native zstd, the pure-Go one decodes QEMU's
+	// stream too (PAGEWIRE_ZSTD=go). (No '=' in a subtest's name: QEMU's
+	// option parser takes it out of the QMP socket's path.)
+	if zstd.Native {
+		for _, c := range []qemuRecvCase{{8, "zstd", "multifd", false, m10}, {2, "zstd", "multifd", true, m10}} {
+			t.Run(fmt.Sprintf("zstd-go/%d/running-%v", c.channels, c.running), func(t *testing.T) {
+				t.Setenv("PAGEWIRE_ZSTD", "go")
+				q := q
+				q.machine = c.machine
+				qemuIntoRecv(t, q, c)
+			})
+		}
+	}
 }
 
 // qemuIntoRecv runs one qemuRecvCase with the source QEMU q.
@@ -181,13 +195,17 @@ func qemuIntoRecv(t *testing.T, q qemuSpec, c qemuRecvCase) {
 		t.Fatalf("received pc.ram differs from the source's RAM file in %d pages", pagesDiffer(got, want))
 	}
 	var sum struct {
-		Machine  string `json:"machine"`
-		Method   string `json:"method"`
-		Dialect  string `json:"dialect"`
-		Channels []any  `json:"channels"`
+		Machine        string `json:"machine"`
+		Method         string `json:"method"`
+		Implementation string `json:"implementation"`
+		Dialect        string `json:"dialect"`
+		Channels       []any  `json:"channels"`
 	}
 	if err := json.Unmarshal(r.stdout.Bytes(), &sum); err != nil {
 		t.Fatalf("summary: %v: %s", err, r.stdout.String())
+	}
+	if want := wantZstd(); c.method == "zstd" && !strings.HasPrefix(sum.Implementation, want) {
+		t.Errorf("zstd ran on %q, want %s", sum.Implementation, want)
 	}
 	wantDialect := map[string]string{"pc-i440fx-10.0": "10.0", "pc-i440fx-7.2": "7.2"}[q.machine]
 	if sum.Machine != q.machine || len(sum.Channels) != c.channels || sum.Dialect != wantDialect {
@@ -196,7 +214,16 @@ func qemuIntoRecv(t *testing.T, q qemuSpec, c qemuRecvCase) {
 	if c.running && info.RAM.DirtySyncCount < 3 {
 		t.Errorf("%d dirty syncs: the guest did not keep the migration busy", info.RAM.DirtySyncCount)
 	}
-	t.Logf("dialect %s, method %s, %d dirty syncs", sum.Dialect, sum.Method, info.RAM.DirtySyncCount)
+	t.Logf("dialect %s, method %s (%s), %d dirty syncs", sum.Dialect, sum.Method, sum.Implementation, info.RAM.DirtySyncCount)
+}
+
+// wantZstd is the zstd the CLI runs: libzstd in a build with the native
+// tier, unless PAGEWIRE_ZSTD=go.
+func wantZstd() string {
+	if zstd.Native && os.Getenv("PAGEWIRE_ZSTD") != "go" {
+		return "libzstd "
+	}
+	return "klauspost/compress "
 }
 
 // waitConsole waits until the guest's serial console log holds s.
@@ -235,20 +262,31 @@ func pagesDiffer(a, b []byte) int {
 // flush after each section). The destination completes with the
 // source's RAM and runs on 'cont'.
 func TestQEMU10Gateways(t *testing.T) {
-	for _, c := range []struct {
+	type gwQEMUCase struct {
 		name     string
 		src, dst string
 		machine  string
 		zero     string
 		gw       gwCase
-	}{
-		{"10.0-10.0/pc-i440fx-10.0", "10.0", "10.0", "pc-i440fx-10.0", "", gwCase{4, "zstd", "zstd", 2, []string{"--method", "zstd"}, ""}},
-		{"10.0-10.0/pc-i440fx-7.2", "10.0", "10.0", "pc-i440fx-7.2", "", gwCase{2, "none", "none", 2, []string{"--method", "lz4"}, ""}},
-		{"7.2-10.0", "7.2", "10.0", "pc-i440fx-7.2", "", gwCase{2, "zstd", "none", 3, []string{"--method", "zstd"}, ""}},
-		{"10.0-7.2", "10.0", "7.2", "pc-i440fx-7.2", "legacy", gwCase{4, "none", "zlib", 2, []string{"--method", "lz4"}, ""}},
-		{"10.0-7.2/zero-multifd", "10.0", "7.2", "pc-i440fx-7.2", "multifd", gwCase{2, "zstd", "none", 2, []string{"--method", "zstd"}, ""}},
-	} {
+		zstdGo   bool // PAGEWIRE_ZSTD=go: the pure-Go zstd in a native build
+	}
+	cases := []gwQEMUCase{
+		{"10.0-10.0/pc-i440fx-10.0", "10.0", "10.0", "pc-i440fx-10.0", "", gwCase{4, "zstd", "zstd", 2, []string{"--method", "zstd"}, ""}, false},
+		{"10.0-10.0/pc-i440fx-7.2", "10.0", "10.0", "pc-i440fx-7.2", "", gwCase{2, "none", "none", 2, []string{"--method", "lz4"}, ""}, false},
+		{"7.2-10.0", "7.2", "10.0", "pc-i440fx-7.2", "", gwCase{2, "zstd", "none", 3, []string{"--method", "zstd"}, ""}, false},
+		{"10.0-7.2", "10.0", "7.2", "pc-i440fx-7.2", "legacy", gwCase{4, "none", "zlib", 2, []string{"--method", "lz4"}, ""}, false},
+		{"10.0-7.2/zero-multifd", "10.0", "7.2", "pc-i440fx-7.2", "multifd", gwCase{2, "zstd", "none", 2, []string{"--method", "zstd"}, ""}, false},
+	}
+	if zstd.Native {
+		// QEMU's zstd stream into the pure-Go decoder, and the pure-Go
+		// encoder's stream into QEMU's decoder, on both sides of the link.
+		cases = append(cases, gwQEMUCase{"10.0-10.0/zstd-go", "10.0", "10.0", "pc-i440fx-10.0", "", gwCase{4, "zstd", "zstd", 2, []string{"--method", "zstd"}, ""}, true})
+	}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			if c.zstdGo {
+				t.Setenv("PAGEWIRE_ZSTD", "go")
+			}
 			src, dst := qemuOf(t, c.src), qemuOf(t, c.dst)
 			src.machine, dst.machine = c.machine, c.machine
 			if c.src == "10.0" {
@@ -287,6 +325,13 @@ func TestQEMU10Gateways(t *testing.T) {
 			}
 			json.Unmarshal(g.out.stdout.Bytes(), &sum)
 			t.Logf("gateway-out: QEMU dialect %q", sum.QEMUDialect)
+			var in struct {
+				Implementation string `json:"implementation"`
+			}
+			json.Unmarshal(g.in.stdout.Bytes(), &in)
+			if want := wantZstd(); c.gw.linkArgs[1] == "zstd" && !strings.HasPrefix(in.Implementation, want) {
+				t.Errorf("gateway-in's zstd ran on %q, want %s", in.Implementation, want)
+			}
 			g.srcQMP.do(t, "quit", nil)
 			g.dstQMP.do(t, "quit", nil)
 			g.src.wait(t)
