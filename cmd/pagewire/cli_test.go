@@ -128,6 +128,14 @@ func startRecv(t testing.TB, args ...string) (*proc, string) {
 	select {
 	case a := <-addr:
 		return p, a
+	case <-p.done: // exited without listening (a bad flag, say): say so now
+		select {
+		case a := <-addr:
+			return p, a
+		default:
+		}
+		t.Fatalf("receiver exited %d before listening: %s", p.cmd.ProcessState.ExitCode(), p.stderr)
+		return nil, ""
 	case <-time.After(30 * time.Second):
 		t.Fatalf("receiver did not listen within 30s: %s", p.stderr)
 		return nil, ""

@@ -61,21 +61,22 @@ func BenchmarkTwoHosts(b *testing.B) {
 func twoHosts(b *testing.B, taskset, dir, src string, img corpus.Image, plugins map[string]string) {
 	for _, codec := range []string{"zstd", "lz4"} {
 		tiers := []struct {
-			name  string
-			flags []string
+			name      string
+			flags     []string
+			sendFlags []string // the sender's only
 		}{
-			{"builtin", []string{"--method", codec}},
-			{"go-plugin", []string{"--plugin", plugins[codec]}},
-			{"go-plugin-copied", []string{"--plugin", plugins[codec], "--plugin-no-share"}},
-			{"go-wasm", []string{"--plugin", plugins[codec+".wasm"]}},
-			{"c-wasm", []string{"--plugin", plugins[codec+"-c.wasm"]}},
+			{"builtin", []string{"--method", codec}, nil},
+			{"go-plugin", []string{"--plugin", plugins[codec]}, nil},
+			{"go-plugin-copied", []string{"--plugin", plugins[codec]}, []string{"--plugin-no-share"}},
+			{"go-wasm", []string{"--plugin", plugins[codec+".wasm"]}, nil},
+			{"c-wasm", []string{"--plugin", plugins[codec+"-c.wasm"]}, nil},
 		}
 		b.Run(codec+"/"+img.Name, func(b *testing.B) {
 			took := make([][]time.Duration, len(tiers))
 			for n := 0; b.Loop(); n++ {
 				for k := range tiers { // a different tier first each time
 					i := (n + k) % len(tiers)
-					took[i] = append(took[i], pinnedTransfer(b, taskset, dir, src, tiers[i].flags...))
+					took[i] = append(took[i], pinnedTransfer(b, taskset, dir, src, tiers[i].flags, tiers[i].sendFlags))
 				}
 			}
 			// Medians: on a shared machine a few transfers take 1.5x as
@@ -116,14 +117,15 @@ func median(ds []time.Duration) time.Duration {
 }
 
 // pinnedTransfer sends src from a sender pinned to core 0 to a receiver
-// pinned to core 1, both loading the method with flags, and returns the
-// sender's transfer time.
-func pinnedTransfer(b *testing.B, taskset, dir, src string, flags ...string) time.Duration {
+// pinned to core 1, both loading the method with flags (the sender with
+// sendFlags too), and returns the sender's transfer time.
+func pinnedTransfer(b *testing.B, taskset, dir, src string, flags, sendFlags []string) time.Duration {
 	b.Helper()
 	out := filepath.Join(dir, "out.img")
 	r, addr := startRecv(b, append([]string{"--qemu--", taskset, "-c", "1", bin, "recv", "--listen", "tcp:127.0.0.1:0",
 		"--out", out, "--channels", "4"}, flags...)...)
-	s := start(b, append(append([]string{"--qemu--", taskset, "-c", "0", bin, "send", "--to", addr, "--channels", "4", "--json"}, flags...), src)...)
+	args := append([]string{"--qemu--", taskset, "-c", "0", bin, "send", "--to", addr, "--channels", "4", "--json"}, flags...)
+	s := start(b, append(append(args, sendFlags...), src)...)
 	if code := s.wait(b); code != 0 {
 		b.Fatalf("send exited %d: %s", code, s.stderr)
 	}
