@@ -24,11 +24,13 @@ func buildGoWasm(t testing.TB, dir, codec string) string {
 	return out
 }
 
-// buildGoPlugin builds plugins/CODEC as a go-plugin executable, dir/CODEC.
+// buildGoPlugin builds plugins/CODEC as a go-plugin executable, dir/CODEC,
+// with this test binary's build tags (as make build does: zstd on
+// libzstd).
 func buildGoPlugin(t testing.TB, dir, codec string) string {
 	t.Helper()
 	out := filepath.Join(dir, codec)
-	if b, err := exec.Command("go", "build", "-o", out, "../../plugins/"+codec+"/plugin").CombinedOutput(); err != nil {
+	if b, err := exec.Command("go", "build", "-tags", buildTags(), "-o", out, "../../plugins/"+codec+"/plugin").CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", codec, err, b)
 	}
 	return out
