@@ -30,16 +30,7 @@ var libraries = map[string]func() library{
 			compress: func(pkts [][][]byte) [][]byte {
 				var buf bytes.Buffer
 				w, _ := kzlib.NewWriterLevel(&buf, 1)
-				out := make([][]byte, len(pkts))
-				for i, p := range pkts {
-					for _, pg := range p {
-						w.Write(pg)
-					}
-					w.Flush()
-					out[i] = bytes.Clone(buf.Bytes())
-					buf.Reset()
-				}
-				return out
+				return flushed(w, &buf, pkts)
 			},
 			decoder: func(payloads [][]byte, pkts [][][]byte) func(dst []byte) {
 				stream := bytes.Join(payloads, nil)
@@ -105,6 +96,25 @@ var libraries = map[string]func() library{
 	},
 }
 
+// flushed writes each packet's pages through w, a streaming encoder
+// writing to buf, and flushes it: one payload per packet, as QEMU's zlib
+// and zstd lay out a channel's stream.
+func flushed(w interface {
+	io.Writer
+	Flush() error
+}, buf *bytes.Buffer, pkts [][][]byte) [][]byte {
+	out := make([][]byte, len(pkts))
+	for i, p := range pkts {
+		for _, pg := range p {
+			w.Write(pg)
+		}
+		w.Flush()
+		out[i] = bytes.Clone(buf.Bytes())
+		buf.Reset()
+	}
+	return out
+}
+
 // kzstdLibrary is klauspost/compress's zstd at the level and window the
 // pure-Go method uses.
 func kzstdLibrary() library {
@@ -112,16 +122,7 @@ func kzstdLibrary() library {
 		compress: func(pkts [][][]byte) [][]byte {
 			var buf bytes.Buffer
 			w, _ := kzstd.NewWriter(&buf, kzstd.WithEncoderLevel(kzstd.SpeedFastest), kzstd.WithEncoderConcurrency(1), kzstd.WithEncoderCRC(false), kzstd.WithWindowSize(1<<20))
-			out := make([][]byte, len(pkts))
-			for i, p := range pkts {
-				for _, pg := range p {
-					w.Write(pg)
-				}
-				w.Flush()
-				out[i] = bytes.Clone(buf.Bytes())
-				buf.Reset()
-			}
-			return out
+			return flushed(w, &buf, pkts)
 		},
 		decoder: func(payloads [][]byte, pkts [][][]byte) func(dst []byte) {
 			stream := bytes.Join(payloads, nil)

@@ -45,11 +45,7 @@ var opts = sdk.Options{PageSize: ps, PacketPages: 128}
 // packets cuts the non-zero pages of a corpus image into packets.
 func packets(t testing.TB, n int) [][][]byte {
 	t.Helper()
-	images, err := corpus.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := images[0].Load()
+	img, err := corpus.LoadFirst()
 	if err != nil {
 		t.Fatal(err)
 	}

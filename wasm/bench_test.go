@@ -15,11 +15,7 @@ import (
 
 // corpusImage is the first image of the guest-memory corpus.
 func corpusImage(b *testing.B) []byte {
-	images, err := corpus.List()
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := images[0].Load()
+	img, err := corpus.LoadFirst()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -52,11 +52,7 @@ type gwRig struct {
 // the source QEMU (paused, its RAM the first corpus image).
 func newRig(t testing.TB, c gwCase) *gwRig {
 	t.Helper()
-	images, err := corpus.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := images[0].Load()
+	img, err := corpus.LoadFirst()
 	if err != nil {
 		t.Fatal(err)
 	}

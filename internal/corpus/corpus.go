@@ -131,6 +131,16 @@ func (im Image) Load() ([]byte, error) {
 	return b, nil
 }
 
+// LoadFirst loads the manifest's first image (linux-busy-128M), the one
+// most tests use.
+func LoadFirst() ([]byte, error) {
+	images, err := List()
+	if err != nil {
+		return nil, err
+	}
+	return images[0].Load()
+}
+
 // Packets cuts the non-zero pages of img (4096 bytes each) into packets
 // of up to 128 pages, in order, as the engine sends them, and returns
 // them with the number of pages. The packets are views of img.

@@ -18,11 +18,7 @@ import (
 // of up to 128.
 func packets(t *testing.T) [][][]byte {
 	t.Helper()
-	images, err := corpus.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := images[0].Load()
+	img, err := corpus.LoadFirst()
 	if err != nil {
 		t.Fatal(err)
 	}
