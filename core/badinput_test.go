@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"net"
 	"strings"
 	"sync"
@@ -94,6 +95,16 @@ func dataPacket(offs ...uint64) []byte {
 		b = append(b, hostilePage(o)...)
 	}
 	return b
+}
+
+// deltaPacket is a delta packet (wire.FlagDelta) for the page at off:
+// enc, and the crc32c the page must have once enc is applied.
+func deltaPacket(off uint64, enc []byte, crc uint32) []byte {
+	payload := bigEndian.AppendUint16(nil, uint16(len(enc)))
+	payload = bigEndian.AppendUint32(payload, crc)
+	payload = append(payload, enc...)
+	b := ramHeader(ramFields{Flags: wire.FlagDelta, PagesAlloc: hostilePP, Normal: 1, Size: uint32(len(payload)), Block: "pc.ram", Offsets: []uint64{off}})
+	return append(b, payload...)
 }
 
 // zeroPacket is a valid packet of zero pages only.
@@ -512,9 +523,42 @@ var badCases = []badCase{
 	{name: "packet/unknown flags",
 		script: func(h *hostile, _ *hostileRun) {
 			h.connect(0, 1)
-			h.send(0, dataPacket(0), patch32(dataPacket(4096), 8, 0x80))
+			h.send(0, dataPacket(0), patch32(dataPacket(4096), 8, 0x100))
 		},
-		want: core.ErrBadPacket, channel: 0, packet: 2, msg: "unknown flags 0x80"},
+		want: core.ErrBadPacket, channel: 0, packet: 2, msg: "unknown flags 0x100"},
+	{name: "packet/delta not offered",
+		script: func(h *hostile, _ *hostileRun) {
+			h.connect(0, 1)
+			h.send(0, dataPacket(0), deltaPacket(4096, []byte{0, 1, 1}, 0))
+		},
+		want: core.ErrBadPacket, channel: 0, packet: 2, msg: "a delta packet in a transfer that did not offer delta pages"},
+	{name: "packet/delta against a base this end lacks",
+		script: func(h *hostile, _ *hostileRun) {
+			h.hello.Delta = true
+			h.connect(0, 1)
+			// The page at 4096 never came: this end holds zeros, the
+			// delta claims a base of hostilePage(4096).
+			want := hostilePage(4096)
+			want[0] = 1
+			h.send(0, dataPacket(0), deltaPacket(4096, []byte{0, 1, 1}, crc32.Checksum(want, crc32.MakeTable(crc32.Castagnoli))))
+		},
+		want: core.ErrBadPacket, channel: 0, packet: 2, msg: "delta for page 0x1000 of block \"pc.ram\" does not rebuild the sender's page"},
+	{name: "packet/delta encoding past the page",
+		script: func(h *hostile, _ *hostileRun) {
+			h.hello.Delta = true
+			h.connect(0, 1)
+			h.send(1, dataPacket(0), deltaPacket(4096, []byte{0x80, 0x20, 0x01, 0xaa}, 0))
+		},
+		want: core.ErrBadPacket, channel: 1, packet: 2, msg: "corrupt delta: run of 4096+1 bytes at 0 past the page's 4096"},
+	{name: "packet/delta lengths and payload disagree",
+		script: func(h *hostile, _ *hostileRun) {
+			h.hello.Delta = true
+			h.connect(0, 1)
+			b := deltaPacket(4096, []byte{0, 1, 1}, 0)
+			b = append(patch32(b, 20, uint32(len(b)-wire.RAMHeaderSize(hostilePP)+1)), 0)
+			h.send(0, b)
+		},
+		want: core.ErrBadPacket, channel: 0, packet: 1, msg: "delta lengths add up to 3 bytes, the payload has 4"},
 	{name: "packet/pages_alloc > 128",
 		script: func(h *hostile, _ *hostileRun) {
 			h.connect(0, 1)

@@ -11,3 +11,9 @@ func SetSentHook(f func(ch int, offsets []uint64)) (restore func()) {
 // ParkedAtSync reports how many channels of r's running transfer wait at
 // the SYNC barrier.
 func ParkedAtSync(r *Receiver) int { return engine.ParkedAtSync(r.r) }
+
+// SetDeltaHelloHook may change whether a Sender's hello offers delta
+// pages, while it sends them anyway.
+func SetDeltaHelloHook(f func(offer *bool)) (restore func()) {
+	return engine.SetDeltaHelloHook(f)
+}

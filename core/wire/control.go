@@ -64,6 +64,9 @@ type Hello struct {
 	// control channel (MsgZero), never as zero_pages in packets, and the
 	// control channel joins every SYNC barrier. Otherwise QEMU 10.0's.
 	ZeroOnControl bool
+	// Delta says that RAM packets may carry delta pages (FlagDelta). A
+	// receiver that does not know the flag refuses the hello.
+	Delta bool
 }
 
 // Check reports whether h's parameters are within the protocol's limits.
@@ -127,11 +130,17 @@ func (h *Hello) appendTo(b []byte) []byte {
 	if h.ZeroOnControl {
 		flags |= helloZeroOnControl
 	}
+	if h.Delta {
+		flags |= helloDelta
+	}
 	return append(b, flags)
 }
 
 // Hello flags.
-const helloZeroOnControl = 1
+const (
+	helloZeroOnControl = 1
+	helloDelta         = 2
+)
 
 // UnmarshalBinary decodes and checks a hello body.
 func (h *Hello) UnmarshalBinary(b []byte) error {
@@ -158,10 +167,11 @@ func (h *Hello) UnmarshalBinary(b []byte) error {
 	if r.err != nil {
 		return fmt.Errorf("%w: hello: %v", ErrBadControl, r.err)
 	}
-	if flags&^helloZeroOnControl != 0 {
+	if flags&^(helloZeroOnControl|helloDelta) != 0 {
 		return fmt.Errorf("%w: hello: unknown flags %#x", ErrBadControl, flags)
 	}
 	h.ZeroOnControl = flags&helloZeroOnControl != 0
+	h.Delta = flags&helloDelta != 0
 	if len(r.b) != 0 {
 		return fmt.Errorf("%w: hello: %d trailing bytes", ErrBadControl, len(r.b))
 	}

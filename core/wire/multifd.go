@@ -26,7 +26,11 @@ const (
 	FlagSync        = 0x01 // MULTIFD_FLAG_SYNC
 	FlagMethodMask  = 0x3e // MULTIFD_FLAG_COMPRESSION_MASK (QEMU 10)
 	FlagDeviceState = 0x40 // MULTIFD_FLAG_DEVICE_STATE
-	flagsKnown      = FlagSync | FlagMethodMask | FlagDeviceState
+	// FlagDelta marks a RAM packet of pagewire's protocol whose normal
+	// pages are deltas against the versions the receiver holds
+	// (docs/protocol.md, "Delta pages"); only when the hello offered them.
+	FlagDelta  = 0x80
+	flagsKnown = FlagSync | FlagMethodMask | FlagDeviceState | FlagDelta
 )
 
 // Sentinel errors; every decoding error wraps one of them.

@@ -35,6 +35,13 @@ type SenderConfig struct {
 	Timeout time.Duration
 	// HandshakeTimeout bounds opening the transfer; 0 is 30s.
 	HandshakeTimeout time.Duration
+	// DeltaCache, when not 0, keeps the last version of up to this many
+	// bytes of sent pages (as QEMU's xbzrle-cache-size), so that a page
+	// sent again goes as its differences from that version when they are
+	// small (a quarter of a page at most). pagewire's protocol with the
+	// 10.0 dialect only; a receiver that predates delta pages refuses
+	// the transfer at its start.
+	DeltaCache int64
 }
 
 // ReceiverConfig configures a [Receiver]. The zero value accepts nocomp

@@ -3,8 +3,10 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/core/wire"
+	"github.com/pagewire/pagewire/internal/delta"
 	"github.com/pagewire/pagewire/sdk"
 )
 
@@ -120,6 +123,7 @@ type recvChan struct {
 	mine    []bool   // per normal page of the packet: this channel claimed it
 	landed  []uint64 // pages this packet wrote, for OnPages
 	scratch []byte   // where pages another channel claimed are decoded
+	dpage   []byte   // where a delta page is rebuilt before it is written
 	wbuf    []byte   // raw pages on their way to the block's file (dstBlock.file)
 }
 
@@ -996,8 +1000,21 @@ func (c *recvChan) ram() error {
 				blk.mark(off)
 			}
 		}
-		if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {
-			return err
+		isDelta := rh.Flags&wire.FlagDelta != 0
+		switch {
+		case isDelta && !t.hello.Delta:
+			return c.errf("%w: a delta packet in a transfer that did not offer delta pages", ErrBadPacket)
+		case isDelta && (normal == 0 || rh.ZeroPages != 0):
+			return c.errf("%w: a delta packet of %d normal and %d zero pages", ErrBadPacket, normal, rh.ZeroPages)
+		case isDelta:
+			if err := c.deltaInto(blk, rh.Offsets); err != nil {
+				return err
+			}
+			c.ctr.delta.Add(uint64(normal))
+		default:
+			if err := c.payloadInto(blk, rh.Offsets[:normal]); err != nil {
+				return err
+			}
 		}
 		if t.onPages != nil {
 			// Only the pages this channel wrote: a page another channel
@@ -1168,6 +1185,71 @@ func (c *recvChan) payloadInto(blk *dstBlock, offs []uint64) error {
 			return c.errf("%w", err)
 		}
 		i = j
+	}
+	return nil
+}
+
+// deltaInto reads a delta packet's payload (the sender's appendDeltaPacket)
+// and rebuilds each page at offs that this channel claims from the
+// version it holds. A page that does not come out as the sender's crc32c
+// says (its base is not the version this end holds) fails the transfer:
+// never a silently wrong page. A page another channel wrote in this
+// interval is skipped, as a second copy of a whole page is.
+func (c *recvChan) deltaInto(blk *dstBlock, offs []uint64) error {
+	t := c.t
+	ps := t.hello.PageSize
+	n, size := len(offs), int(c.rh.NextPacketSize)
+	if size < 6*n || size > n*(6+deltaLimit(ps)) {
+		return c.errf("%w: delta payload of %d bytes for %d pages", ErrBadPacket, size, n)
+	}
+	if cap(c.payload) < size {
+		c.payload = make([]byte, t.fmt.maxPayload)
+	}
+	payload := c.payload[:size]
+	if _, err := io.ReadFull(c.conn, payload); err != nil {
+		return c.readErr(err)
+	}
+	meta, enc := payload[:6*n], payload[6*n:]
+	total := 0
+	for i := range n {
+		l := int(binary.BigEndian.Uint16(meta[6*i:]))
+		if l > deltaLimit(ps) {
+			return c.errf("%w: delta of %d bytes for page %#x, at most %d", ErrBadPacket, l, offs[i], deltaLimit(ps))
+		}
+		total += l
+	}
+	if total != len(enc) {
+		return c.errf("%w: delta lengths add up to %d bytes, the payload has %d", ErrBadPacket, total, len(enc))
+	}
+	if len(c.dpage) != ps {
+		c.dpage = make([]byte, ps)
+	}
+	c.mine = c.mine[:0]
+	data := blk.data
+	for i, off := range offs {
+		l := int(binary.BigEndian.Uint16(meta[6*i:]))
+		e := enc[:l]
+		enc = enc[l:]
+		mine := blk.claimWrite(off)
+		c.mine = append(c.mine, mine)
+		if !mine {
+			continue
+		}
+		pg := c.dpage
+		copy(pg, data[off:off+uint64(ps)])
+		if err := delta.Apply(pg, e); err != nil {
+			return c.errf("%w: delta for page %#x of block %q: %w", ErrBadPacket, off, blk.name, err)
+		}
+		if want := binary.BigEndian.Uint32(meta[6*i+2:]); crc32.Checksum(pg, castagnoli) != want {
+			return c.errf("%w: delta for page %#x of block %q does not rebuild the sender's page: this end does not hold the version it was made against", ErrBadPacket, off, blk.name)
+		}
+		if blk.file != nil {
+			if err := blk.writeAt(pg, off); err != nil {
+				return c.errf("%w", err)
+			}
+			continue
+		}
+		copy(data[off:off+uint64(ps)], pg)
 	}
 	return nil
 }

@@ -62,6 +62,8 @@ type Sender struct {
 	// destination's main channel; zeros is where zero pages go.
 	lead  sendLead
 	zeros zeroPolicy
+
+	cache *deltaCache // nil without SenderConfig.DeltaCache
 }
 
 // zeroPolicy is how a sender's zero pages travel, by dialect.
@@ -241,6 +243,8 @@ func (mainSendLead) finish(s *Sender) error {
 type srcBlock struct {
 	name []byte
 	data []byte
+	idx  int             // in hello order
+	sent []atomic.Uint64 // pages sent this interval, with a delta cache
 }
 
 type packetKind uint8
@@ -285,6 +289,15 @@ type sendChan struct {
 	zbody   []byte // a zero-pages control message (QEMU 7.2 dialect)
 	sp      sdk.Packet
 	rh      wire.RAM
+
+	// with a delta cache: the snapshots of the pages sent whole, the
+	// delta packet's offsets, encodings and per-page length and crc, its
+	// header; and the counts of what the last RAM send wrote
+	stage              []byte
+	doffs              []uint64
+	denc, dmeta, dhdr  []byte
+	dh                 wire.RAM
+	npkts, nnorm, ndel int
 }
 
 // NewSender opens a transfer of mem's blocks: it connects the control
@@ -331,16 +344,33 @@ func newSender(ctx context.Context, d Dialer, mem Memory, cfg SenderConfig, lead
 			s.zeros = zerosAsNormal
 		}
 	}
+	if cfg.DeltaCache > 0 {
+		_, qemu := lead.(mainSendLead)
+		switch {
+		case qemu:
+			return nil, errors.New("a delta cache is for pagewire's protocol; a QEMU destination cannot apply delta pages")
+		case s.zeros != zerosInPackets:
+			return nil, errors.New("a delta cache needs the 10.0 dialect")
+		}
+		s.cache = newDeltaCache(cfg.DeltaCache, cfg.PageSize)
+	}
 	hello := wire.Hello{
 		UUID: cfg.UUID, Channels: cfg.Channels, PageSize: cfg.PageSize,
 		PacketPages: cfg.PacketPages, MethodFlag: s.info.Flag, Method: s.info.Name,
-		ZeroOnControl: s.zeros == zerosOnLead,
+		ZeroOnControl: s.zeros == zerosOnLead, Delta: s.cache != nil,
 	}
-	for _, b := range mem.Blocks() {
+	if testHookDeltaHello != nil {
+		testHookDeltaHello(&hello.Delta)
+	}
+	for i, b := range mem.Blocks() {
 		if len(b.Data)%cfg.PageSize != 0 {
 			return nil, fmt.Errorf("block %q: %d bytes is not a whole number of %d-byte pages", b.Name, len(b.Data), cfg.PageSize)
 		}
-		s.blocks[b.Name] = &srcBlock{name: []byte(b.Name), data: b.Data}
+		sb := &srcBlock{name: []byte(b.Name), data: b.Data, idx: i}
+		if s.cache != nil {
+			sb.sent = newSentMap(len(b.Data) / cfg.PageSize)
+		}
+		s.blocks[b.Name] = sb
 		hello.Blocks = append(hello.Blocks, BlockInfo{Name: b.Name, Size: uint64(len(b.Data))})
 	}
 	body, err := hello.AppendBinary(nil)
@@ -603,6 +633,11 @@ func (s *Sender) sync() error {
 		return err
 	}
 	s.syncs++
+	if s.cache != nil { // a new interval: every channel is idle
+		for _, b := range s.blocks {
+			b.clearSent()
+		}
+	}
 	s.releaseIdle()
 	return s.lead.synced(s)
 }
@@ -907,8 +942,9 @@ func (c *sendChan) send(p *sendPacket) error {
 	case kindDeviceState:
 		c.ctr.devs.Add(1)
 	case kindRAM:
-		c.ctr.packets.Add(1)
-		c.ctr.normal.Add(uint64(c.rh.NormalPages))
+		c.ctr.packets.Add(uint64(c.npkts))
+		c.ctr.normal.Add(uint64(c.nnorm + c.ndel))
+		c.ctr.delta.Add(uint64(c.ndel))
 		c.ctr.zero.Add(uint64(c.rh.ZeroPages))
 	}
 	return nil
@@ -928,7 +964,11 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 			c.offs = append(c.offs, off)
 		}
 	}
+	if s.cache != nil {
+		c.takeDeltas(p)
+	}
 	normal := len(c.offs)
+	c.npkts, c.nnorm, c.ndel = 1, normal, len(c.doffs)
 	if s.zeros == zerosOnLead && len(c.zeros) > 0 {
 		// QEMU 7.2's dialect: zero pages go on the control channel, ahead
 		// of the next sync marker; packets carry normal pages only.
@@ -954,6 +994,10 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	c.vec = append(c.vec, nil) // the header, filled in below
 	switch {
 	case normal == 0:
+	case s.cache != nil && s.info.Raw:
+		// The snapshots, back to back (takeDeltas).
+		c.rh.NextPacketSize = uint32(normal) * uint32(ps)
+		c.vec = append(c.vec, c.stage[:uint64(normal)*ps])
 	case s.info.Raw:
 		c.rh.NextPacketSize = uint32(normal) * uint32(ps)
 		// One iovec per run of adjacent pages.
@@ -967,7 +1011,12 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 		}
 	default:
 		c.sp.Pages = c.sp.Pages[:0]
-		for _, off := range c.offs {
+		for i, off := range c.offs {
+			if s.cache != nil { // the snapshot (takeDeltas)
+				at := uint64(i) * ps
+				c.sp.Pages = append(c.sp.Pages, c.stage[at:at+ps:at+ps])
+				continue
+			}
 			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
 		}
 		c.sp.Seq = c.seq
@@ -1001,6 +1050,69 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 	c.vec[0] = hdr
 	// c.offs's storage now holds normal and zero offsets; keep it.
 	c.offs = c.rh.Offsets
+	if normal == 0 && len(c.zeros) == 0 {
+		// Every page went as a delta: no packet of whole pages.
+		c.vec, c.npkts = c.vec[:0], 0
+	}
+	if len(c.doffs) > 0 {
+		if err := c.appendDeltaPacket(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeDeltas, with a delta cache, snapshots the packet's normal pages
+// (what is sent must be what the cache keeps, while the source may
+// change) and moves those the receiver can rebuild from a small delta
+// out of c.offs into c.doffs; the rest stay, their snapshots back to
+// back in c.stage. Zero pages are recorded as sent.
+func (c *sendChan) takeDeltas(p *sendPacket) {
+	s := c.s
+	ps := uint64(s.cfg.PageSize)
+	if need := uint64(s.cfg.PacketPages) * ps; uint64(cap(c.stage)) < need {
+		c.stage = make([]byte, need)
+	}
+	for _, off := range c.zeros {
+		s.cache.zero(p.block, off/ps)
+	}
+	c.doffs, c.denc, c.dmeta = c.doffs[:0], c.denc[:0], c.dmeta[:0]
+	kept := c.offs[:0]
+	for _, off := range c.offs {
+		at := uint64(len(kept)) * ps
+		snap := c.stage[at : at+ps : at+ps]
+		copy(snap, p.block.data[off:off+ps])
+		if s.cache.put(p.block, off/ps, snap, &c.denc, &c.dmeta) {
+			c.doffs = append(c.doffs, off)
+			continue
+		}
+		kept = append(kept, off)
+	}
+	c.offs = kept
+}
+
+// appendDeltaPacket appends to c.vec a RAM packet of the delta pages at
+// c.doffs: flags FlagDelta and the method's, no zero pages, a payload of
+// a u16 encoding length and a u32 crc32c (of the page as it is now) per
+// page, then the encodings (package delta).
+func (c *sendChan) appendDeltaPacket(p *sendPacket) error {
+	s := c.s
+	c.dh = wire.RAM{
+		Flags:          s.info.Flag | wire.FlagDelta,
+		PagesAlloc:     uint32(s.cfg.PacketPages),
+		NormalPages:    uint32(len(c.doffs)),
+		PacketNum:      s.packetNum.Add(1) - 1,
+		Block:          p.block.name,
+		Offsets:        c.doffs,
+		NextPacketSize: uint32(len(c.dmeta) + len(c.denc)),
+	}
+	hdr, err := c.dh.AppendBinary(c.dhdr[:0], s.cfg.PacketPages)
+	if err != nil {
+		return err
+	}
+	c.dhdr = hdr
+	c.vec = append(c.vec, hdr, c.dmeta, c.denc)
+	c.npkts++
 	return nil
 }
 

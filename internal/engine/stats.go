@@ -14,6 +14,7 @@ type ChannelStats struct {
 	ZeroPages    uint64 `json:"zero_pages"`
 	Syncs        uint64 `json:"syncs"`
 	DeviceStates uint64 `json:"device_states"`
+	DeltaPages   uint64 `json:"delta_pages,omitempty"` // normal pages sent as deltas
 }
 
 // Stats describes a transfer, so far or in all.
@@ -26,6 +27,9 @@ type Stats struct {
 	ZeroPages    uint64         `json:"zero_pages"`
 	Syncs        uint64         `json:"syncs"`
 	DeviceStates uint64         `json:"device_states"`
+	// DeltaPages are the normal pages that went as deltas against the
+	// version the receiver held (SenderConfig.DeltaCache).
+	DeltaPages   uint64         `json:"delta_pages,omitempty"`
 	ControlBytes uint64         `json:"control_bytes"` // control channel, after the hello
 	Dialect      string         `json:"dialect"`
 	Elapsed      time.Duration  `json:"elapsed_ns"`
@@ -56,7 +60,7 @@ func (s *Stats) MBps() float64 {
 
 // counters are one channel's live statistics, written by its goroutine.
 type counters struct {
-	wire, packets, normal, zero, syncs, devs atomic.Uint64
+	wire, packets, normal, zero, syncs, devs, delta atomic.Uint64
 }
 
 func (c *counters) snapshot(id int) ChannelStats {
@@ -68,6 +72,7 @@ func (c *counters) snapshot(id int) ChannelStats {
 		ZeroPages:    c.zero.Load(),
 		Syncs:        c.syncs.Load(),
 		DeviceStates: c.devs.Load(),
+		DeltaPages:   c.delta.Load(),
 	}
 }
 
@@ -82,6 +87,7 @@ func collect(method string, pageSize int, elapsed time.Duration, cs []*counters)
 		s.ZeroPages += st.ZeroPages
 		s.Syncs += st.Syncs
 		s.DeviceStates += st.DeviceStates
+		s.DeltaPages += st.DeltaPages
 	}
 	return s
 }

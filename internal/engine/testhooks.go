@@ -23,3 +23,14 @@ func ParkedAtSync(r *Receiver) int {
 	defer b.mu.Unlock()
 	return b.arrived
 }
+
+// testHookDeltaHello, when set, may change whether a Sender's hello
+// offers delta pages (while it sends them anyway).
+var testHookDeltaHello func(offer *bool)
+
+// SetDeltaHelloHook sets testHookDeltaHello; the returned func removes
+// it. Tests using it must not run in parallel.
+func SetDeltaHelloHook(f func(offer *bool)) (restore func()) {
+	testHookDeltaHello = f
+	return func() { testHookDeltaHello = nil }
+}
