@@ -19,14 +19,14 @@ type ChannelStats struct {
 
 // Stats describes a transfer, so far or in all.
 type Stats struct {
-	Method       string         `json:"method"`
-	PageSize     int            `json:"page_size"`
-	WireBytes    uint64         `json:"wire_bytes"`
-	Packets      uint64         `json:"packets"`
-	NormalPages  uint64         `json:"normal_pages"`
-	ZeroPages    uint64         `json:"zero_pages"`
-	Syncs        uint64         `json:"syncs"`
-	DeviceStates uint64         `json:"device_states"`
+	Method       string `json:"method"`
+	PageSize     int    `json:"page_size"`
+	WireBytes    uint64 `json:"wire_bytes"`
+	Packets      uint64 `json:"packets"`
+	NormalPages  uint64 `json:"normal_pages"`
+	ZeroPages    uint64 `json:"zero_pages"`
+	Syncs        uint64 `json:"syncs"`
+	DeviceStates uint64 `json:"device_states"`
 	// DeltaPages are the normal pages that went as deltas against the
 	// version the receiver held (SenderConfig.DeltaCache).
 	DeltaPages   uint64         `json:"delta_pages,omitempty"`
