@@ -55,6 +55,8 @@ func gatewayInCmd() *cobra.Command {
 		qmethod  string
 		dialect  string
 		patience time.Duration
+		// deltaCache is --delta-cache
+		deltaCache string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway-in --listen ADDR --to ADDR [flags]",
@@ -69,7 +71,14 @@ Pages go on the link as they arrive; at every sync point of the source
 the gateway sends the main stream up to the marker and then a Sync, so
 the destination QEMU sees every page before the marker that orders it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
 --insecure) and may be capped with --max-bandwidth. Any failure on any
-leg fails the migration: the source sees its connections close.`,
+leg fails the migration: the source sees its connections close.
+
+--delta-cache SIZE keeps the last version of up to SIZE bytes of pages
+sent on the link (as QEMU's xbzrle-cache-size), and sends a page that
+comes again as its differences from that version when they are small: a
+guest that changes a few bytes of many pages needs a fraction of the
+link. gateway-out applies them to its copy of the guest's RAM; one that
+predates delta pages refuses the link at its start.`,
 		Example: `  pagewire qemu gateway-in --listen tcp:127.0.0.1:4444 --to tcp:gw-out.example:7000 \
       --qemu-channels 4 --qemu-method none --channels 8 --method zstd \
       --tls-cert client.pem --tls-key client-key.pem --tls-ca ca.pem`,
@@ -82,6 +91,12 @@ leg fails the migration: the source sees its connections close.`,
 			m, err := c.lookup()
 			if err != nil {
 				return err
+			}
+			var cache int64
+			if deltaCache != "" {
+				if cache, err = parseSize(deltaCache); err != nil || cache < 0 {
+					return usageError{fmt.Errorf("--delta-cache %q: want a size such as 256M", deltaCache)}
+				}
 			}
 			qm, err := qemuMethod("--qemu-method", qmethod)
 			if err != nil {
@@ -106,7 +121,7 @@ leg fails the migration: the source sees its connections close.`,
 			g := &gateway.In{
 				Source:     gateway.SourceConfig{Channels: qch, Method: qm, Dialect: dl, Timeout: c.timeout, HandshakeTimeout: patience},
 				Link:       d,
-				LinkConfig: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout},
+				LinkConfig: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, DeltaCache: cache},
 			}
 			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
@@ -117,6 +132,7 @@ leg fails the migration: the source sees its connections close.`,
 	l.register(cmd, true, true)
 	cmd.Flags().StringVar(&listen, "listen", "", "address the QEMU source migrates to, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&to, "to", "", "address of the gateway-out (required)")
+	cmd.Flags().StringVar(&deltaCache, "delta-cache", "", "keep up to SIZE bytes of pages sent on the link (suffixes K, M, G) and send a page that comes again as its differences (0 or empty: off)")
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the source's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "auto", "the source's multifd-compression: none, zlib, zstd, or auto (the first packet with pages tells)")
 	cmd.Flags().StringVar(&dialect, "dialect", "auto", "the source's multifd dialect: 7.2, 10.0, or auto (the stream tells)")

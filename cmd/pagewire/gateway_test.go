@@ -46,6 +46,7 @@ type gwRig struct {
 	in, out          *proc
 	tls              certs.Files
 	dstPort, ramSize int
+	inArgs           []string // gateway-in's own flags, beside the link's
 }
 
 // newRig starts the destination QEMU (listening for the migration) and
@@ -131,6 +132,7 @@ func (g *gwRig) gateways(t testing.TB, c gwCase, outTLS, inTLS []string, linkAdd
 	args = append([]string{"qemu", "gateway-in", "--listen", "tcp:127.0.0.1:0", "--to", linkAddr(outAddr),
 		"--qemu-channels", fmt.Sprint(c.qemuChannels), "--qemu-method", c.srcMethod,
 		"--channels", fmt.Sprint(c.linkChannels), "--json"}, inTLS...)
+	args = append(args, g.inArgs...)
 	in, inAddr := startRecv(t, append(args, c.linkArgs...)...)
 	g.in, g.out = in, out
 	return inAddr

@@ -1,0 +1,111 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire/internal/lab/guest"
+)
+
+// deltaGuest returns the kernel, and an initramfs of the lab's workload
+// updating 8 bytes of random 64-byte records in mib MiB of random
+// (incompressible) memory rate times a second, with its kernel command
+// line: the guest delta pages are for.
+func deltaGuest(t *testing.T, mib, rate int) (kernel, initrd, appendLine string) {
+	t.Helper()
+	root, err := guest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kernel, err = guest.Kernel(root); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := guest.Busybox(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	wl, err := guest.BuildWorkload(root, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd = filepath.Join(dir, "initramfs.cpio")
+	if err := guest.Initramfs(initrd, bb, wl); err != nil {
+		t.Fatal(err)
+	}
+	w := guest.Workload{Kind: "records-random", MemMiB: mib, Rate: rate, Record: 64, Update: 8}
+	return kernel, initrd, guest.Append(w)
+}
+
+// TestGatewayDeltaPages migrates a running guest that makes small
+// updates to incompressible memory through gateways with --delta-cache,
+// between two QEMU 10.0 and between two QEMU 7.2: the destination
+// completes with the source's RAM, and pages crossed the link as deltas.
+func TestGatewayDeltaPages(t *testing.T) {
+	kernel, initrd, appendLine := deltaGuest(t, 48, 5000)
+	for _, c := range []struct {
+		version, machine string
+	}{{"10.0", "pc-i440fx-10.0"}, {"7.2", "pc-i440fx-7.2"}} {
+		t.Run(c.version, func(t *testing.T) {
+			q := qemuOf(t, c.version)
+			q.machine = c.machine
+			gc := gwCase{qemuChannels: 2, srcMethod: "none", dstMethod: "none", linkChannels: 2,
+				linkArgs: []string{"--method", "lz4"}}
+			const size = 128<<20 + 64<<10 // not a multiple of 64 pages: TCG's dirty bits
+			console := filepath.Join(t.TempDir(), "console.log")
+			args := []string{"-cpu", "max", "-kernel", kernel, "-initrd", initrd, "-append", appendLine}
+			g := newRigQEMU(t, gc, make([]byte, size), q, q, append(args, "-serial", "file:"+console), append(args, "-serial", "null"))
+			deadline := time.Now().Add(90 * time.Second)
+			for {
+				b, _ := os.ReadFile(console)
+				if guest.Ready(b) {
+					break
+				}
+				if f := guest.Failed(b); f != "" || time.Now().After(deadline) {
+					t.Fatalf("the guest's workload did not start within 90s (%s):\n%s", f, b)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			g.inArgs = []string{"--delta-cache", "64M"}
+			inAddr := g.gateways(t, gc, g.serverTLS(), g.clientTLS(), func(a string) string { return a })
+			g.srcQMP.do(t, "migrate-set-parameters", map[string]any{"max-bandwidth": 64 << 20, "downtime-limit": 300})
+			g.srcQMP.do(t, "migrate", map[string]any{"uri": inAddr})
+			if st, desc := waitMigration(t, g.srcQMP, 120*time.Second); st != "completed" {
+				t.Fatalf("source: %s: %s\ngateway-in: %s\ngateway-out: %s", st, desc, g.in.stderr, g.out.stderr)
+			}
+			for _, p := range []*proc{g.in, g.out} {
+				if code := p.wait(t); code != 0 {
+					t.Fatalf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
+				}
+			}
+			if st, desc := waitMigration(t, g.dstQMP, 30*time.Second); st != "completed" {
+				t.Fatalf("destination: %s: %s", st, desc)
+			}
+			g.srcQMP.do(t, "quit", nil)
+			g.dstQMP.do(t, "quit", nil)
+			g.src.wait(t)
+			g.dst.wait(t)
+			src, _ := os.ReadFile(g.srcRAM)
+			dst, _ := os.ReadFile(g.dstRAM)
+			if len(src) != size || !bytes.Equal(src, dst) {
+				t.Fatalf("the destination's RAM differs from the source's in %d pages", pagesDiffer(src, dst))
+			}
+			var in struct {
+				NormalPages uint64 `json:"normal_pages"`
+				DeltaPages  uint64 `json:"delta_pages"`
+				WireBytes   uint64 `json:"wire_bytes"`
+			}
+			if err := json.Unmarshal(g.in.stdout.Bytes(), &in); err != nil {
+				t.Fatalf("gateway-in's summary: %v: %s", err, g.in.stdout.String())
+			}
+			if in.DeltaPages == 0 {
+				t.Errorf("no page crossed the link as a delta: %s", g.in.stdout.String())
+			}
+			t.Logf("link: %d normal pages, %d of them deltas, %d wire bytes", in.NormalPages, in.DeltaPages, in.WireBytes)
+		})
+	}
+}
