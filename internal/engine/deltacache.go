@@ -45,10 +45,12 @@ func deltaLimit(ps int) int { return ps / 4 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// slotOf is page's key and slot: consecutive pages of a block take
+// consecutive slots, so a block no larger than the cache never evicts
+// itself; blocks start at scattered slots.
 func (d *deltaCache) slotOf(b *srcBlock, page uint64) (key uint64, i int) {
 	key = uint64(b.idx)<<40 | page + 1
-	h := key * 0x9e3779b97f4a7c15
-	return key, int(h>>32) % len(d.slots)
+	return key, int((page + uint64(b.idx)*0x9e3779b9) % uint64(len(d.slots)))
 }
 
 // firstSend marks page of b sent in this interval and reports whether
