@@ -79,7 +79,7 @@ kernel, busybox and QEMU 10.`,
 	f.StringSliceVar(&o.models, "models", []string{"shared", "two-host"}, "CPU models: shared (every process on both cores) and two-host (source side on core 0, destination side on core 1)")
 	f.StringSliceVar(&o.workloads, "workloads", []string{"idle", "records", "records-random", "pages"}, "guest workloads (see docs/lab.md)")
 	f.StringSliceVar(&o.links, "links", []string{"unlimited", "unlimited+25ms", "1g", "1g+25ms", "100m", "100m+25ms"}, "links: unlimited, 1g, 100m or RATE[k|m|g] (bits/s), with +DELAY for a one-way delay")
-	f.StringSliceVar(&o.paths, "paths", defaultPaths, "paths: qemu-VERSION-METHOD[-tls] (QEMU to QEMU) or gw-LINKMETHOD (QEMU 10 -> gateway-in -> link -> gateway-out -> QEMU 10, TLS on the link)")
+	f.StringSliceVar(&o.paths, "paths", defaultPaths, "paths: qemu-VERSION-METHOD[-tls] (QEMU to QEMU) or gw-LINKMETHOD[-delta] (QEMU 10 -> gateway-in -> link -> gateway-out -> QEMU 10, TLS on the link; -delta: gateway-in --delta-cache of the workload's memory)")
 	f.StringVar(&o.out, "out", "docs/lab.md", "the Markdown report")
 	f.StringVar(&o.jsonOut, "json", "docs/lab.jsonl", "one JSON object per run")
 	f.StringVar(&o.png, "chart", "docs/lab.png", "the chart")
@@ -155,6 +155,7 @@ func parseLink(s string) (Link, error) {
 func parsePath(s string) (Path, error) {
 	p := Path{Name: s}
 	if m, ok := strings.CutPrefix(s, "gw-"); ok {
+		m, p.Delta = strings.CutSuffix(m, "-delta")
 		p.QEMU, p.Gateways, p.TLS, p.LinkMethod, p.Method = "10.0", true, true, m, "none"
 		switch m {
 		case "nocomp", "zlib", "zstd", "lz4":
@@ -165,7 +166,7 @@ func parsePath(s string) (Path, error) {
 	f := strings.Split(s, "-")
 	if len(f) < 3 || len(f) > 4 || f[0] != "qemu" || (f[1] != "7.2" && f[1] != "10.0") ||
 		(f[2] != "none" && f[2] != "zstd" && f[2] != "zlib") || (len(f) == 4 && f[3] != "tls") {
-		return p, fmt.Errorf("path %q: want qemu-{7.2,10.0}-{none,zlib,zstd}[-tls] or gw-{nocomp,zlib,zstd,lz4}", s)
+		return p, fmt.Errorf("path %q: want qemu-{7.2,10.0}-{none,zlib,zstd}[-tls] or gw-{nocomp,zlib,zstd,lz4}[-delta]", s)
 	}
 	p.QEMU, p.Method, p.TLS = f[1], f[2], len(f) == 4
 	return p, nil

@@ -38,13 +38,14 @@ func TestParsePath(t *testing.T) {
 		{"qemu-10.0-zstd-tls", Path{Name: "qemu-10.0-zstd-tls", QEMU: "10.0", Method: "zstd", TLS: true}},
 		{"qemu-7.2-none", Path{Name: "qemu-7.2-none", QEMU: "7.2", Method: "none"}},
 		{"gw-lz4", Path{Name: "gw-lz4", QEMU: "10.0", Method: "none", TLS: true, Gateways: true, LinkMethod: "lz4"}},
+		{"gw-zstd-delta", Path{Name: "gw-zstd-delta", QEMU: "10.0", Method: "none", TLS: true, Gateways: true, LinkMethod: "zstd", Delta: true}},
 	} {
 		p, err := parsePath(c.in)
 		if err != nil || p != c.want {
 			t.Errorf("%s: %+v, %v", c.in, p, err)
 		}
 	}
-	for _, bad := range []string{"qemu-9.0-none", "qemu-10.0-lz4", "qemu-10.0-none-ssl", "gw-brotli", "direct"} {
+	for _, bad := range []string{"qemu-9.0-none", "qemu-10.0-lz4", "qemu-10.0-none-ssl", "gw-brotli", "direct", "gw-delta", "gw-lz4-delta-delta"} {
 		if _, err := parsePath(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

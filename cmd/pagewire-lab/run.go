@@ -41,6 +41,9 @@ type Path struct {
 	TLS        bool   `json:"tls"`
 	Gateways   bool   `json:"gateways"`
 	LinkMethod string `json:"link_method,omitempty"`
+	// Delta runs gateway-in with a delta cache as large as the
+	// workload's memory (--delta-cache).
+	Delta bool `json:"delta,omitempty"`
 }
 
 // Scenario is one run of the matrix.
@@ -502,6 +505,9 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none",
 			"--channels", strconv.Itoa(l.Channels), "--method", sc.Path.LinkMethod, "--json", "--progress=false",
 			"--tls-cert", l.certs.ClientCert, "--tls-key", l.certs.ClientKey, "--tls-ca", l.certs.CA}
+		if sc.Path.Delta {
+			args = append(args, "--delta-cache", fmt.Sprintf("%dM", sc.Workload.MemMiB))
+		}
 		if in, err = l.start("gateway-in", cpuset(sc.Model, "src"), l.Pagewire, args...); err != nil {
 			return err
 		}
