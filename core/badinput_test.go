@@ -731,7 +731,7 @@ var badCases = []badCase{
 			waitFor(h.t, "channel 0 parked at its SYNC", func() bool { return core.ParkedAtSync(run.r) == 1 })
 			h.hangUp(1)
 		},
-		want: core.ErrBadPacket, channel: 1, packet: 1, msg: "channel ended while 1 channels wait at SYNC 1"},
+		want: core.ErrPeerGone, channel: 1, packet: 1, msg: "channel ended while 1 channels wait at SYNC 1"},
 	{name: "peer gone/SYNC on some channels, then EOF after data",
 		script: func(h *hostile, run *hostileRun) {
 			h.connect(0, 1)
@@ -742,7 +742,7 @@ var badCases = []badCase{
 			})
 			h.hangUp(1)
 		},
-		want: core.ErrBadPacket, channel: 1, packet: 2, msg: "channel ended while 1 channels wait at SYNC 1"},
+		want: core.ErrPeerGone, channel: 1, packet: 2, msg: "channel ended while 1 channels wait at SYNC 1"},
 
 	// The control channel.
 	{name: "control/unknown message type",

@@ -421,14 +421,14 @@ func TestBadInput(t *testing.T) {
 		{"prefix/bad version", func() error {
 			return decodeRAM(ramBytes(128, func(b []byte) { be.PutUint32(b[4:], 0) }), 128)
 		}, wire.ErrBadPacket, "version 0, want 1"},
-		{"prefix/unknown flag 0x80", func() error {
-			return decodeRAM(ramBytes(128, func(b []byte) { be.PutUint32(b[8:], 0x80) }), 128)
-		}, wire.ErrBadPacket, "unknown flags 0x80"},
+		{"prefix/unknown flag 0x100", func() error {
+			return decodeRAM(ramBytes(128, func(b []byte) { be.PutUint32(b[8:], 0x100) }), 128)
+		}, wire.ErrBadPacket, "unknown flags 0x100"},
 		{"prefix/unknown high flags", func() error {
 			var p wire.Prefix
 			b := ramBytes(128, func(b []byte) { be.PutUint32(b[8:], 0xffffffff) })
 			return p.UnmarshalBinary(b[:12])
-		}, wire.ErrBadPacket, "unknown flags 0xffffff80"},
+		}, wire.ErrBadPacket, "unknown flags 0xffffff00"},
 		{"prefix/SYNC on device-state", func() error {
 			var p wire.Prefix
 			return p.UnmarshalBinary(devBytes(func(b []byte) { be.PutUint32(b[8:], wire.FlagDeviceState|wire.FlagSync) }))

@@ -906,7 +906,9 @@ func (c *recvChan) loop() error {
 		_, err := t.readStart(c.conn, c.hdr[:wire.PrefixSize])
 		if err == io.EOF {
 			if err := t.bar.leave(); err != nil {
-				return c.errf("%w: %v", ErrBadPacket, err)
+				// The sender closed this channel without its SYNC: it is
+				// gone (a crash closes channels in any order).
+				return c.errf("%w: %v", ErrPeerGone, err)
 			}
 			c.seq--
 			return nil
