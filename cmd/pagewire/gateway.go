@@ -45,6 +45,10 @@ func qemuPlugin(ctx context.Context, path, pinSHA string, wcfg wasm.Config) (sdk
 	return m, closer, nil
 }
 
+// sourceReadBuffer is the receive buffer of gateway-in's connections from
+// the source QEMU (channels.ListenerReadBuffer).
+const sourceReadBuffer = 256 << 10
+
 func gatewayInCmd() *cobra.Command {
 	var (
 		c        common
@@ -115,6 +119,13 @@ predates delta pages refuses the link at its start.`,
 			}
 			ln, err := channels.Listen(listen)
 			if err != nil {
+				return err
+			}
+			// What the source has written but gateway-in has not taken
+			// counts as sent for QEMU: keep it small (channels.NotSentLowat
+			// does the same on the link).
+			if err := channels.ListenerReadBuffer(ln, sourceReadBuffer); err != nil {
+				ln.Close()
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "listening on %s\n", channels.Addr(ln.Addr()))
