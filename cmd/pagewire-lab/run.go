@@ -95,9 +95,19 @@ type Lab struct {
 	Accel    string // tcg or kvm
 	AccelWhy string // how it was chosen
 	Work     string // a directory for RAM files
+	Profile  string // a directory for the gateways' CPU profiles, or ""
 	Log      io.Writer
 	certs    certs.Files
 	qemuTLS  string // a directory in QEMU's tls-creds-x509 layout
+}
+
+// profileArgs asks a gateway of sc for a CPU profile in l.Profile.
+func (l *Lab) profileArgs(sc Scenario, gw string) []string {
+	if l.Profile == "" {
+		return nil
+	}
+	name := strings.Join([]string{sc.Model, sc.Workload.Kind, sc.Link.Name, sc.Path.Name, gw}, "-")
+	return []string{"--cpuprofile", filepath.Join(l.Profile, strings.ReplaceAll(name, "+", "_")+".prof")}
 }
 
 // proc is a process the lab started.
@@ -484,6 +494,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		args := []string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:" + target,
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none", "--json", "--progress=false",
 			"--tls-cert", l.certs.ServerCert, "--tls-key", l.certs.ServerKey, "--tls-ca", l.certs.CA}
+		args = append(args, l.profileArgs(sc, "gateway-out")...)
 		if out, err = l.start("gateway-out", cpuset(sc.Model, "dst"), l.Pagewire, args...); err != nil {
 			return err
 		}
@@ -508,6 +519,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		if sc.Path.Delta {
 			args = append(args, "--delta-cache", fmt.Sprintf("%dM", sc.Workload.MemMiB))
 		}
+		args = append(args, l.profileArgs(sc, "gateway-in")...)
 		if in, err = l.start("gateway-in", cpuset(sc.Model, "src"), l.Pagewire, args...); err != nil {
 			return err
 		}
