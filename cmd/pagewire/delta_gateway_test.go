@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -77,23 +76,7 @@ func TestGatewayDeltaPages(t *testing.T) {
 			if st, desc := waitMigration(t, g.srcQMP, 120*time.Second); st != "completed" {
 				t.Fatalf("source: %s: %s\ngateway-in: %s\ngateway-out: %s", st, desc, g.in.stderr, g.out.stderr)
 			}
-			for _, p := range []*proc{g.in, g.out} {
-				if code := p.wait(t); code != 0 {
-					t.Fatalf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
-				}
-			}
-			if st, desc := waitMigration(t, g.dstQMP, 30*time.Second); st != "completed" {
-				t.Fatalf("destination: %s: %s", st, desc)
-			}
-			g.srcQMP.do(t, "quit", nil)
-			g.dstQMP.do(t, "quit", nil)
-			g.src.wait(t)
-			g.dst.wait(t)
-			src, _ := os.ReadFile(g.srcRAM)
-			dst, _ := os.ReadFile(g.dstRAM)
-			if len(src) != size || !bytes.Equal(src, dst) {
-				t.Fatalf("the destination's RAM differs from the source's in %d pages", pagesDiffer(src, dst))
-			}
+			g.settle(t, size)
 			var in struct {
 				NormalPages uint64 `json:"normal_pages"`
 				DeltaPages  uint64 `json:"delta_pages"`

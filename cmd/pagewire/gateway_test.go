@@ -146,6 +146,30 @@ func (g *gwRig) clientTLS() []string {
 	return []string{"--tls-cert", g.tls.ClientCert, "--tls-key", g.tls.ClientKey, "--tls-ca", g.tls.CA}
 }
 
+// settle waits for both gateways to exit 0 and the destination to
+// complete, quits both QEMUs, and checks that the destination's RAM file
+// equals the source's, of size bytes.
+func (g *gwRig) settle(t *testing.T, size int) {
+	t.Helper()
+	for _, p := range []*proc{g.in, g.out} {
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
+		}
+	}
+	if st, desc := waitMigration(t, g.dstQMP, 30*time.Second); st != "completed" {
+		t.Fatalf("destination: %s: %s", st, desc)
+	}
+	g.srcQMP.do(t, "quit", nil)
+	g.dstQMP.do(t, "quit", nil)
+	g.src.wait(t)
+	g.dst.wait(t)
+	src, _ := os.ReadFile(g.srcRAM)
+	dst, _ := os.ReadFile(g.dstRAM)
+	if len(src) != size || !bytes.Equal(src, dst) {
+		t.Fatalf("the destination's RAM differs from the source's in %d pages", pagesDiffer(src, dst))
+	}
+}
+
 // migrationStatus is query-migrate's status and error.
 func migrationStatus(t testing.TB, q *qmp) (string, string) {
 	var st struct {

@@ -92,23 +92,7 @@ func TestGatewayRunningGuest(t *testing.T) {
 		} `json:"ram"`
 	}
 	json.Unmarshal(g.srcQMP.do(t, "query-migrate", nil), &info)
-	for _, p := range []*proc{g.in, g.out} {
-		if code := p.wait(t); code != 0 {
-			t.Fatalf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
-		}
-	}
-	if st, desc := waitMigration(t, g.dstQMP, 30*time.Second); st != "completed" {
-		t.Fatalf("destination: %s: %s", st, desc)
-	}
-	g.srcQMP.do(t, "quit", nil)
-	g.dstQMP.do(t, "quit", nil)
-	g.src.wait(t)
-	g.dst.wait(t)
-	src, _ := os.ReadFile(g.srcRAM)
-	dst, _ := os.ReadFile(g.dstRAM)
-	if len(src) != size || !bytes.Equal(src, dst) {
-		t.Fatalf("the destination's RAM differs from the source's in %d pages", pagesDiffer(src, dst))
-	}
+	g.settle(t, size)
 	b, _ := os.ReadFile(console)
 	t.Logf("%d pre-copy rounds; guest: %s", info.RAM.DirtySyncCount, strings.TrimSpace(string(b[max(0, len(b)-200):])))
 	if info.RAM.DirtySyncCount < 3 {
