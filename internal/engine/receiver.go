@@ -1211,17 +1211,9 @@ func (c *recvChan) deltaInto(blk *dstBlock, offs []uint64) error {
 	if _, err := io.ReadFull(c.conn, payload); err != nil {
 		return c.readErr(err)
 	}
-	meta, enc := payload[:6*n], payload[6*n:]
-	total := 0
-	for i := range n {
-		l := int(binary.BigEndian.Uint16(meta[6*i:]))
-		if l > deltaLimit(ps) {
-			return c.errf("%w: delta of %d bytes for page %#x, at most %d", ErrBadPacket, l, offs[i], deltaLimit(ps))
-		}
-		total += l
-	}
-	if total != len(enc) {
-		return c.errf("%w: delta lengths add up to %d bytes, the payload has %d", ErrBadPacket, total, len(enc))
+	meta, enc, err := splitDeltaPayload(payload, n, ps)
+	if err != nil {
+		return c.errf("%w: %v", ErrBadPacket, err)
 	}
 	if len(c.dpage) != ps {
 		c.dpage = make([]byte, ps)
@@ -1254,6 +1246,29 @@ func (c *recvChan) deltaInto(blk *dstBlock, offs []uint64) error {
 		copy(data[off:off+uint64(ps)], pg)
 	}
 	return nil
+}
+
+// splitDeltaPayload checks a delta packet's payload for n pages of ps
+// bytes (appendDeltaPacket) and returns its per-page lengths and crcs
+// (6 bytes a page) and the encodings: every length within the delta
+// limit, the lengths adding up to exactly the encodings' bytes.
+func splitDeltaPayload(payload []byte, n, ps int) (meta, enc []byte, err error) {
+	if len(payload) < 6*n {
+		return nil, nil, fmt.Errorf("delta payload of %d bytes for %d pages", len(payload), n)
+	}
+	meta, enc = payload[:6*n], payload[6*n:]
+	total := 0
+	for i := range n {
+		l := int(binary.BigEndian.Uint16(meta[6*i:]))
+		if l > deltaLimit(ps) {
+			return nil, nil, fmt.Errorf("delta of %d bytes for page %d of the packet, at most %d", l, i, deltaLimit(ps))
+		}
+		total += l
+	}
+	if total != len(enc) {
+		return nil, nil, fmt.Errorf("delta lengths add up to %d bytes, the payload has %d", total, len(enc))
+	}
+	return meta, enc, nil
 }
 
 func (c *recvChan) deviceState() error {
