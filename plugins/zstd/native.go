@@ -84,10 +84,6 @@ const Native = true
 // puts on the wire.
 const minWindowLog = 22
 
-// maxPacket is the largest packet the sender expects (128 pages of 4
-// KiB); a larger one ends its frame early, never late.
-const maxPacket = 128 * 4096
-
 // nativeVersion is the libzstd the process runs.
 func nativeVersion() string { return "libzstd " + C.GoString(C.ZSTD_versionString()) }
 
@@ -103,12 +99,13 @@ type nativeSender struct {
 	c       *C.ZSTD_CCtx
 	in, out C.size_t // positions for pw_compress (fields: a local would escape)
 	// window is the encoder's window, frameIn what the current frame has
-	// taken so far: see Prepare.
-	window, frameIn int
-	cleanup         runtime.Cleanup
+	// taken so far, maxPacket the largest packet the channel's options
+	// allow: see Prepare.
+	window, frameIn, maxPacket int
+	cleanup                    runtime.Cleanup
 }
 
-func newNativeSender(level int) (sdk.Sender, error) {
+func newNativeSender(level, maxPacket int) (sdk.Sender, error) {
 	c := C.ZSTD_createCCtx()
 	if c == nil {
 		return nil, errors.New("zstd: libzstd cannot allocate a compression context")
@@ -125,7 +122,7 @@ func newNativeSender(level int) (sdk.Sender, error) {
 		C.ZSTD_freeCCtx(c)
 		return nil, fmt.Errorf("zstd level %d: window: %w", level, zerr(r))
 	}
-	s := &nativeSender{c: c, window: 1 << wlog}
+	s := &nativeSender{c: c, window: 1 << wlog, maxPacket: maxPacket}
 	// A sender that is never closed still frees its context.
 	s.cleanup = runtime.AddCleanup(s, func(c *C.ZSTD_CCtx) { C.ZSTD_freeCCtx(c) }, c)
 	return s, nil
@@ -150,7 +147,7 @@ func (s *nativeSender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	}
 	// End the frame with this packet if a next one as large might not fit.
 	end := C.int(1) // ZSTD_e_flush
-	if s.frameIn += n; s.frameIn+max(n, maxPacket) > s.window {
+	if s.frameIn += n; s.frameIn+max(n, s.maxPacket) > s.window {
 		end, s.frameIn = 2, 0 // ZSTD_e_end
 	}
 	// compressBound of the packet is enough for its blocks and the

@@ -16,6 +16,6 @@ var errNoNative = errors.New("zstd: this build has no libzstd (build with -tags 
 
 func nativeVersion() string { return "" }
 
-func newNativeSender(int) (sdk.Sender, error) { return nil, errNoNative }
+func newNativeSender(int, int) (sdk.Sender, error) { return nil, errNoNative }
 
 func newNativeReceiver() (sdk.Receiver, error) { return nil, errNoNative }

@@ -70,7 +70,15 @@ func (m Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
 		return nil, fmt.Errorf("zstd level %d: want 1..20", level)
 	}
 	if m.native {
-		return newNativeSender(level)
+		// The largest packet: QEMU's 128 pages of 4 KiB unless configured.
+		pages, ps := o.PacketPages, o.PageSize
+		if pages == 0 {
+			pages = 128
+		}
+		if ps == 0 {
+			ps = 4096
+		}
+		return newNativeSender(level, pages*ps)
 	}
 	s := &sender{}
 	w, err := kzstd.NewWriter(&s.out,
