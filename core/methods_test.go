@@ -61,7 +61,8 @@ func TestMethodsRoundTrip(t *testing.T) {
 				if !bytes.Equal(blockData(t, res.mem, "pc.ram"), src) {
 					t.Fatal("received image differs")
 				}
-				if name != "nocomp" && st.Ratio() < 2 {
+				// auto sends raw when the link is not what limits, as here.
+				if name != "nocomp" && name != "auto" && st.Ratio() < 2 {
 					t.Errorf("ratio %.2f", st.Ratio())
 				}
 			})

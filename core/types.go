@@ -86,6 +86,11 @@ type (
 	InPlaceReceiver = engine.InPlaceReceiver
 )
 
+// WriteObserver is an optional interface of a method's channel sender
+// that adapts to its link: the engine tells it the bytes and time of
+// every write (package plugins/auto uses it).
+type WriteObserver = engine.WriteObserver
+
 // Stats describes a transfer: pages, bytes on the wire, time, per channel.
 type Stats = engine.Stats
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pagewire/pagewire/internal/corpus"
+	"github.com/pagewire/pagewire/plugins/auto"
 	"github.com/pagewire/pagewire/plugins/lz4"
 	"github.com/pagewire/pagewire/plugins/nocomp"
 	"github.com/pagewire/pagewire/plugins/zlib"
@@ -22,7 +23,7 @@ import (
 // methods are the built-in methods, zstd in pure Go, and, in a build
 // with the native tier (the libzstd tag), zstd on libzstd as well.
 var methods = func() []sdk.Method {
-	ms := []sdk.Method{nocomp.New(), zlib.New(), zstd.NewGo(), lz4.New()}
+	ms := []sdk.Method{nocomp.New(), zlib.New(), zstd.NewGo(), lz4.New(), auto.New()}
 	if zstd.Native {
 		ms = append(ms, zstd.New())
 	}
@@ -81,6 +82,12 @@ func TestRoundTrip(t *testing.T) {
 				o := opts
 				o.Level = level
 				snd, err := m.NewSender(0, o)
+				if _, ok := m.(*auto.Method); ok && level != 0 {
+					if err == nil || !strings.Contains(err.Error(), "auto picks its own levels") {
+						t.Fatalf("auto with level %d: %v, want an error", level, err)
+					}
+					return
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -152,8 +159,8 @@ func TestBadPayload(t *testing.T) {
 				bad := mangle(payload)
 				dst := alloc(len(pkts[1]))
 				err := rcv.Recv(&sdk.Packet{Pages: dst}, bad)
-				if cname == "garbage" && name == "nocomp" {
-					return // nocomp cannot tell garbage from pages
+				if cname == "garbage" && (name == "nocomp" || name == "auto" && payload[0] == 0) {
+					return // nocomp cannot tell garbage from pages (nor auto sending raw)
 				}
 				if !errors.Is(err, sdk.ErrCorrupt) {
 					t.Fatalf("Recv: %v, want ErrCorrupt", err)

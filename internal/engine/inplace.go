@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/pagewire/pagewire/sdk"
+import (
+	"time"
+
+	"github.com/pagewire/pagewire/sdk"
+)
 
 // InPlaceSender is an optional interface of a method's [sdk.Sender] whose
 // payload is produced in memory of its own, such as a Wasm instance's
@@ -11,6 +15,16 @@ import "github.com/pagewire/pagewire/sdk"
 // bytes out: it never interprets them.
 type InPlaceSender interface {
 	PrepareInPlace(p *sdk.Packet) ([]byte, error)
+}
+
+// WriteObserver is an optional interface of a method's [sdk.Sender] that
+// adapts to the channel it feeds: after each packet (or SYNC or device
+// state) the channel writes, the engine calls Wrote with the bytes
+// written and the time the write took, on the channel's goroutine,
+// before it calls Prepare again. A write that blocks for long means the
+// link, not the method, is what limits the transfer.
+type WriteObserver interface {
+	Wrote(n int, d time.Duration)
 }
 
 // InPlaceReceiver is an optional interface of a method's [sdk.Receiver]

@@ -273,6 +273,7 @@ type sendChan struct {
 	conn    net.Conn
 	m       sdk.Sender
 	inPlace InPlaceSender // m, if it is one
+	obs     WriteObserver // m, if it is one
 	busy    atomic.Bool
 	work    chan struct{}
 	pkt     *sendPacket
@@ -466,6 +467,7 @@ func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time)
 		}
 		c.m = m
 		c.inPlace, _ = m.(InPlaceSender)
+		c.obs, _ = m.(WriteObserver)
 		if st, ok := m.(Stopper); ok {
 			context.AfterFunc(s.ctx, st.Stop) // s.ctx ends with the transfer
 		}
@@ -927,8 +929,15 @@ func (c *sendChan) send(p *sendPacket) error {
 		c.conn.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
 	}
 	c.bufs = c.vec
+	var t0 time.Time
+	if c.obs != nil {
+		t0 = time.Now()
+	}
 	n, err := c.bufs.WriteTo(c.conn)
 	c.ctr.wire.Add(uint64(n))
+	if c.obs != nil && err == nil {
+		c.obs.Wrote(int(n), time.Since(t0))
+	}
 	if errors.Is(err, syscall.EFAULT) {
 		// Not the peer's doing: this end's memory (see guardedSend).
 		return fmt.Errorf("%w: the kernel could not read source memory (a mapped file that shrank?): %w", errMemoryFault, err)

@@ -1,5 +1,5 @@
-// Package builtin wires pagewire's built-in methods (nocomp, zlib, zstd
-// and lz4, each its own package under plugins/) into a [core.Registry].
+// Package builtin wires pagewire's built-in methods (nocomp, zlib, zstd,
+// lz4 and auto, each its own package under plugins/) into a [core.Registry].
 // Package core knows no method but nocomp, so that an embedder links
 // only the codecs it uses; the pagewire command, and an embedder that
 // wants them all, start from [Methods].
@@ -7,6 +7,7 @@ package builtin
 
 import (
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/auto"
 	"github.com/pagewire/pagewire/plugins/lz4"
 	"github.com/pagewire/pagewire/plugins/nocomp"
 	"github.com/pagewire/pagewire/plugins/zlib"
@@ -21,9 +22,10 @@ func Methods() *core.Registry {
 	return core.NewRegistry(All()...)
 }
 
-// All returns the built-in methods: nocomp, zlib, zstd and lz4.
+// All returns the built-in methods: nocomp, zlib, zstd, lz4 and auto
+// (a fresh one per call: its controller belongs to one transfer).
 func All() []sdk.Method {
-	return []sdk.Method{nocomp.New(), zlib.New(), zstd.New(), lz4.New()}
+	return []sdk.Method{nocomp.New(), zlib.New(), zstd.New(), lz4.New(), auto.New()}
 }
 
 // Lookup returns the built-in method called name ("none" is nocomp).

@@ -1,0 +1,603 @@
+// Package auto is pagewire's adaptive method: for every packet it sends
+// the pages raw, with lz4, or with zstd at level 1, 3 or 7, whichever
+// its controller expects to move the guest's pages soonest over the link
+// it measures. QEMU has no such method; its wire flag, 0x3a, is one QEMU
+// never sends.
+//
+// Payload: one tag byte naming how the rest was made, then that method's
+// payload for the packet's pages:
+//
+//	0  the pages as they are (nocomp)
+//	1  lz4 (package plugins/lz4's payload)
+//	2  zstd at level 1, 3  zstd at level 3, 4  zstd at level 7
+//
+// Each tag is its own stream on a channel: zstd at level 3 continues
+// from the last level-3 packet of the channel, whatever came between,
+// so a receiver keeps one decoder per tag and channel (made when the
+// tag first comes). Any other tag, or a payload that does not decode to
+// exactly the packet's pages, is [sdk.ErrCorrupt].
+//
+// # The controller
+//
+// One controller serves all channels of a [Method]: make one Method per
+// transfer ([New]), as the gateways do. It keeps, for every candidate,
+//
+//   - its cost: wall seconds per input byte, and its ratio: output bytes
+//     per input byte, both from probes: every 50 ms one channel also
+//     compresses the first 16 pages of its packet with every candidate
+//     (about 2% of the CPU the chosen method uses, or less); wall time,
+//     not CPU time, so that a core shared with the source QEMU shows as
+//     a slower method;
+//   - a correction of the probe's ratio by what the chosen candidate
+//     really produces on its channels' streams (a probe sees 16 pages of
+//     history, the stream megabytes).
+//
+// and of the link, from the time each write takes ([core.WriteObserver]):
+// in a 100 ms window where the channels spent at least half their time
+// blocked in writes, the link is the limit and its rate is the bytes
+// written over the window; otherwise the rate written is only a lower
+// bound, and after a second without a full link the estimate creeps up
+// by 2% a window so that a faster link is found again.
+//
+// Every 100 ms it models each candidate's throughput of guest pages,
+// min(P/cost, link/ratio), P being the channels that can compress at
+// once (channels, at most GOMAXPROCS). Of the candidates within 5% of
+// the fastest it picks the one that takes the least CPU, and keeps the
+// current one while it is among them and takes at most 10% more CPU.
+// Before the link has been full once, the link is taken as unbounded.
+// Deltas (a [core.SenderConfig] DeltaCache) are chosen per page by the
+// engine, before this method sees the rest.
+//
+// [Method.Report] says what it chose: packets and bytes per candidate,
+// its estimates, the link it measured and how often it switched.
+package auto
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pagewire/pagewire/plugins/lz4"
+	"github.com/pagewire/pagewire/plugins/zstd"
+	"github.com/pagewire/pagewire/sdk"
+)
+
+// Flag is the method's value in a packet's flags.
+const Flag = 0x3a
+
+// The tags: the first byte of every payload.
+const (
+	tagRaw = iota
+	tagLZ4
+	tagZstd1
+	tagZstd3
+	tagZstd7
+	nTags
+)
+
+// candidate is one way of sending a packet.
+type candidate struct {
+	name  string
+	m     sdk.Method // nil: raw
+	level int
+}
+
+func candidates() [nTags]candidate {
+	z := zstd.New()
+	return [nTags]candidate{
+		tagRaw:   {"nocomp", nil, 0},
+		tagLZ4:   {"lz4", lz4.New(), 0},
+		tagZstd1: {"zstd-1", z, 1},
+		tagZstd3: {"zstd-3", z, 3},
+		tagZstd7: {"zstd-7", z, 7},
+	}
+}
+
+// The controller's timing.
+const (
+	window      = 100 * time.Millisecond // how often it decides
+	probeEvery  = 50 * time.Millisecond  // how often it samples the candidates
+	probePages  = 16                     // pages per sample
+	saturated   = 0.5                    // write-time share at which the link is the limit
+	creepAfter  = time.Second            // without a full link, before the estimate creeps up
+	creep       = 1.02                   // per window
+	hysteresis  = 0.95                   // candidates this close in time per byte are as fast
+	stayCPU     = 1.1                    // the current one stays if as fast and at most this much more CPU
+	ewma        = 0.3                    // weight of a new measurement
+	initialPick = tagLZ4                 // until the first decision
+)
+
+// Method is the adaptive method. Make one per transfer with [New].
+type Method struct {
+	cands [nTags]candidate
+	ctl   *controller
+}
+
+// New returns a fresh adaptive method: its controller starts knowing
+// nothing of the link or the data.
+func New() *Method {
+	m := &Method{cands: candidates()}
+	m.ctl = &controller{cands: &m.cands, start: time.Now()}
+	m.ctl.cur.Store(initialPick)
+	for i := range m.ctl.est {
+		m.ctl.est[i].corr = 1
+	}
+	return m
+}
+
+// Info implements [sdk.Method].
+func (m *Method) Info() sdk.Info { return sdk.Info{Name: "auto", Flag: Flag} }
+
+// Implementation names the code behind the candidates.
+func (m *Method) Implementation() string {
+	impl := func(sm sdk.Method) string {
+		if i, ok := sm.(interface{ Implementation() string }); ok {
+			return i.Implementation()
+		}
+		return "built in"
+	}
+	return fmt.Sprintf("adaptive: nocomp, lz4 (%s), zstd 1/3/7 (%s)", impl(m.cands[tagLZ4].m), impl(m.cands[tagZstd1].m))
+}
+
+func subOptions(o sdk.Options, level int) sdk.Options {
+	o.Level = level
+	return o
+}
+
+// NewSender implements [sdk.Method]. auto picks its own levels: a
+// level other than 0 is an error.
+func (m *Method) NewSender(ch int, o sdk.Options) (sdk.Sender, error) {
+	if o.Level != 0 {
+		return nil, fmt.Errorf("auto level %d: auto picks its own levels (lz4 fast, zstd 1, 3 and 7); give none", o.Level)
+	}
+	if m.ctl.channels.Add(1) == 1 {
+		m.ctl.mu.Lock()
+		m.ctl.start = time.Now() // the first window starts with the transfer
+		m.ctl.mu.Unlock()
+	}
+	return &sender{ctl: m.ctl, o: o, ch: ch}, nil
+}
+
+// NewReceiver implements [sdk.Method].
+func (m *Method) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
+	return &receiver{cands: &m.cands, o: o, ch: ch}, nil
+}
+
+// sender is one channel's end: a sender per tag, made when the tag is
+// first chosen and kept, since each is a stream.
+type sender struct {
+	ctl  *controller
+	o    sdk.Options
+	ch   int
+	subs [nTags]sdk.Sender
+	done bool
+}
+
+func (s *sender) sub(tag int) (sdk.Sender, error) {
+	if s.subs[tag] == nil {
+		c := s.ctl.cands[tag]
+		sub, err := c.m.NewSender(s.ch, subOptions(s.o, c.level))
+		if err != nil {
+			return nil, fmt.Errorf("auto: %s: %w", c.name, err)
+		}
+		s.subs[tag] = sub
+	}
+	return s.subs[tag], nil
+}
+
+// Prepare implements [sdk.Sender].
+func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
+	if s.done {
+		return dst, errClosed
+	}
+	now := time.Now()
+	s.ctl.tick(now, p, s.o)
+	tag := s.ctl.pick(p)
+	start := len(dst)
+	dst = append(dst, byte(tag))
+	in := 0
+	for _, pg := range p.Pages {
+		in += len(pg)
+	}
+	if tag == tagRaw {
+		for _, pg := range p.Pages {
+			dst = append(dst, pg...)
+		}
+	} else {
+		sub, err := s.sub(tag)
+		if err != nil {
+			return dst[:start], err
+		}
+		if dst, err = sub.Prepare(p, dst); err != nil {
+			return dst, fmt.Errorf("auto: %s: %w", s.ctl.cands[tag].name, err)
+		}
+	}
+	s.ctl.sent(tag, in, len(dst)-start)
+	return dst, nil
+}
+
+// Wrote implements [core.WriteObserver].
+func (s *sender) Wrote(n int, d time.Duration) { s.ctl.wrote(n, d) }
+
+// Close implements [sdk.Sender].
+func (s *sender) Close() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	var errs []error
+	if s.ctl.channels.Add(-1) == 0 {
+		errs = append(errs, s.ctl.closeProbes())
+	}
+	for i, sub := range s.subs {
+		if sub != nil {
+			errs = append(errs, sub.Close())
+			s.subs[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var errClosed = errors.New("auto: sender used after Close")
+
+// receiver is one channel's end: a receiver per tag, made when the tag
+// first comes.
+type receiver struct {
+	cands *[nTags]candidate
+	o     sdk.Options
+	ch    int
+	subs  [nTags]sdk.Receiver
+}
+
+// Recv implements [sdk.Receiver].
+func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
+	if len(payload) == 0 {
+		return fmt.Errorf("%w: auto: empty payload, no tag", sdk.ErrCorrupt)
+	}
+	tag := int(payload[0])
+	payload = payload[1:]
+	if tag >= nTags {
+		return fmt.Errorf("%w: auto: unknown tag %d (0..%d are known)", sdk.ErrCorrupt, tag, nTags-1)
+	}
+	if tag == tagRaw {
+		want := 0
+		for _, pg := range p.Pages {
+			want += len(pg)
+		}
+		if len(payload) != want {
+			return fmt.Errorf("%w: auto: nocomp payload of %d bytes for %d bytes of pages", sdk.ErrCorrupt, len(payload), want)
+		}
+		for _, pg := range p.Pages {
+			payload = payload[copy(pg, payload):]
+		}
+		return nil
+	}
+	c := r.cands[tag]
+	if r.subs[tag] == nil {
+		sub, err := c.m.NewReceiver(r.ch, subOptions(r.o, c.level))
+		if err != nil {
+			return fmt.Errorf("auto: %s: %w", c.name, err)
+		}
+		r.subs[tag] = sub
+	}
+	if err := r.subs[tag].Recv(p, payload); err != nil {
+		return fmt.Errorf("auto: %s: %w", c.name, err)
+	}
+	return nil
+}
+
+// Close implements [sdk.Receiver].
+func (r *receiver) Close() error {
+	var errs []error
+	for i, sub := range r.subs {
+		if sub != nil {
+			errs = append(errs, sub.Close())
+			r.subs[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// estimate is what the controller knows of one candidate.
+type estimate struct {
+	cost  float64 // wall seconds per input byte, from probes; 0: unknown
+	ratio float64 // output bytes per input byte, from probes
+	corr  float64 // the streams' ratio over the probes', while chosen
+}
+
+// tally is what one candidate sent.
+type tally struct {
+	packets, in, out atomic.Uint64
+}
+
+// controller chooses for all channels of one Method.
+type controller struct {
+	cands    *[nTags]candidate
+	channels atomic.Int32            // senders open
+	cur      atomic.Int32            // the tag chosen
+	force    func(p *sdk.Packet) int // tests: the tag for p
+	procs    int                     // tests: GOMAXPROCS
+
+	// this window, from every channel
+	wBytes, wNanos atomic.Int64
+	tallies        [nTags]tally
+	winIn, winOut  [nTags]atomic.Int64
+
+	mu        sync.Mutex // the rest
+	start     time.Time  // of the window
+	est       [nTags]estimate
+	link      float64 // bytes per second; 0: not yet full once
+	lastFull  time.Time
+	switches  int
+	lastProbe atomic.Int64 // unix nanoseconds
+
+	probeMu  sync.Mutex
+	probes   [nTags]sdk.Sender
+	probeBuf []byte
+	probePkt sdk.Packet
+}
+
+// pick returns the tag for p.
+func (c *controller) pick(p *sdk.Packet) int {
+	if c.force != nil {
+		return c.force(p)
+	}
+	return int(c.cur.Load())
+}
+
+// sent records one packet of tag: in bytes of pages, out of payload.
+func (c *controller) sent(tag, in, out int) {
+	t := &c.tallies[tag]
+	t.packets.Add(1)
+	t.in.Add(uint64(in))
+	t.out.Add(uint64(out))
+	c.winIn[tag].Add(int64(in))
+	c.winOut[tag].Add(int64(out))
+}
+
+func (c *controller) wrote(n int, d time.Duration) {
+	c.wBytes.Add(int64(n))
+	c.wNanos.Add(int64(d))
+}
+
+// tick probes and decides when their time has come; it never waits for
+// another channel doing either.
+func (c *controller) tick(now time.Time, p *sdk.Packet, o sdk.Options) {
+	if now.UnixNano()-c.lastProbe.Load() >= int64(probeEvery) && c.probeMu.TryLock() {
+		c.probe(now, p, o)
+		c.probeMu.Unlock()
+	}
+	if c.mu.TryLock() {
+		if now.Sub(c.start) >= window {
+			c.decide(now)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// probe compresses the first pages of p with every candidate, with
+// senders of its own (whose output goes nowhere), and folds cost and
+// ratio into the estimates. Called with probeMu held.
+func (c *controller) probe(now time.Time, p *sdk.Packet, o sdk.Options) {
+	c.lastProbe.Store(now.UnixNano())
+	n := min(len(p.Pages), probePages)
+	if n == 0 {
+		return
+	}
+	c.probePkt.Pages = p.Pages[:n]
+	in := 0
+	for _, pg := range c.probePkt.Pages {
+		in += len(pg)
+	}
+	var cost, ratio [nTags]float64
+	for tag := range nTags {
+		t0 := time.Now()
+		out := c.probeBuf[:0]
+		if tag == tagRaw {
+			for _, pg := range c.probePkt.Pages {
+				out = append(out, pg...)
+			}
+		} else {
+			if c.probes[tag] == nil {
+				cd := c.cands[tag]
+				s, err := cd.m.NewSender(0, subOptions(o, cd.level))
+				if err != nil {
+					continue
+				}
+				c.probes[tag] = s
+			}
+			var err error
+			if out, err = c.probes[tag].Prepare(&c.probePkt, out); err != nil {
+				// A probe that fails says nothing; the channel's own
+				// sender will report a real failure.
+				c.probes[tag].Close()
+				c.probes[tag] = nil
+				continue
+			}
+		}
+		c.probeBuf = out
+		cost[tag] = time.Since(t0).Seconds() / float64(in)
+		ratio[tag] = float64(len(out)+1) / float64(in)
+	}
+	c.probePkt.Pages = nil
+	c.mu.Lock()
+	for tag := range nTags {
+		if cost[tag] == 0 {
+			continue
+		}
+		e := &c.est[tag]
+		if e.cost == 0 {
+			e.cost, e.ratio = cost[tag], ratio[tag]
+			continue
+		}
+		e.cost += ewma * (cost[tag] - e.cost)
+		e.ratio += ewma * (ratio[tag] - e.ratio)
+	}
+	c.mu.Unlock()
+}
+
+// closeProbes closes the probes' senders once the last channel has
+// closed; a later transfer makes new ones.
+func (c *controller) closeProbes() error {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	var errs []error
+	for i, p := range c.probes {
+		if p != nil {
+			errs = append(errs, p.Close())
+			c.probes[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// decide ends a window: it updates the link's estimate and the chosen
+// candidate's correction, then picks. Called with mu held.
+func (c *controller) decide(now time.Time) {
+	secs := now.Sub(c.start).Seconds()
+	c.start = now
+	w := float64(c.wBytes.Swap(0))
+	busy := float64(c.wNanos.Swap(0)) / 1e9
+	chans := max(int(c.channels.Load()), 1)
+	if w > 0 {
+		rate := w / secs
+		switch {
+		case busy/(float64(chans)*secs) >= saturated:
+			if c.link == 0 {
+				c.link = rate
+			} else {
+				c.link += ewma * (rate - c.link)
+			}
+			c.lastFull = now
+		case c.link > 0 && rate > c.link:
+			c.link = rate
+		case c.link > 0 && now.Sub(c.lastFull) >= creepAfter:
+			c.link *= creep
+		}
+	}
+	cur := int(c.cur.Load())
+	for tag := range nTags {
+		in, out := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0)
+		if e := &c.est[tag]; tag == cur && in > 0 && e.ratio > 0 {
+			e.corr += ewma * (float64(out)/float64(in)/e.ratio - e.corr)
+		}
+	}
+	// The soonest; of those within 5% of it, the one that takes the
+	// least CPU; and the current one while it is among them and takes
+	// at most 10% more CPU than that.
+	var ts [nTags]float64
+	bestT := 0.0
+	for tag := range nTags {
+		ts[tag] = c.timePerByte(tag, chans)
+		if ts[tag] > 0 && (bestT == 0 || ts[tag] < bestT) {
+			bestT = ts[tag]
+		}
+	}
+	if bestT == 0 {
+		return // nothing probed yet
+	}
+	near := func(tag int) bool { return ts[tag] > 0 && ts[tag]*hysteresis <= bestT }
+	pick := -1
+	for tag := range nTags {
+		if near(tag) && (pick < 0 || c.est[tag].cost < c.est[pick].cost) {
+			pick = tag
+		}
+	}
+	if pick != cur && !(near(cur) && c.est[cur].cost <= stayCPU*c.est[pick].cost) {
+		c.cur.Store(int32(pick))
+		c.switches++
+	}
+}
+
+// timePerByte is the model: seconds per byte of guest pages with tag,
+// the slower of compressing (on as many cores as can run channels) and
+// carrying its output; 0 while unknown.
+func (c *controller) timePerByte(tag, chans int) float64 {
+	e := c.est[tag]
+	if e.cost == 0 {
+		return 0
+	}
+	procs := c.procs
+	if procs == 0 {
+		procs = runtime.GOMAXPROCS(0)
+	}
+	par := float64(min(chans, procs))
+	t := e.cost / par
+	if c.link > 0 {
+		t = max(t, e.ratio*e.corr/c.link)
+	}
+	return t
+}
+
+// Report is what an adaptive method chose and why.
+type Report struct {
+	// Current is the candidate in use: nocomp, lz4, zstd-1, zstd-3 or
+	// zstd-7.
+	Current string `json:"current"`
+	// LinkBytesPerSec is the link's rate as last measured full; 0 if it
+	// never was.
+	LinkBytesPerSec float64 `json:"link_bytes_per_sec"`
+	// Switches counts the changes of candidate.
+	Switches int `json:"switches"`
+	// Candidates are the five, in tag order.
+	Candidates []CandidateReport `json:"candidates"`
+}
+
+// CandidateReport is one candidate's share and the controller's view
+// of it.
+type CandidateReport struct {
+	Name     string `json:"name"`
+	Packets  uint64 `json:"packets"`
+	InBytes  uint64 `json:"in_bytes"`  // of pages
+	OutBytes uint64 `json:"out_bytes"` // of payload
+	// Ratio is the expected output per input byte; MBps the compression
+	// speed of one channel as last probed (wall time, on this machine's
+	// load); both 0 if never probed.
+	Ratio float64 `json:"ratio"`
+	MBps  float64 `json:"mbps"`
+}
+
+// Report returns what the method has chosen so far. Any goroutine may
+// call it, also during a transfer.
+func (m *Method) Report() Report {
+	c := m.ctl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := Report{Current: m.cands[c.cur.Load()].name, LinkBytesPerSec: c.link, Switches: c.switches}
+	for tag := range nTags {
+		t := &c.tallies[tag]
+		cr := CandidateReport{Name: m.cands[tag].name, Packets: t.packets.Load(), InBytes: t.in.Load(), OutBytes: t.out.Load()}
+		if e := c.est[tag]; e.cost > 0 {
+			cr.Ratio, cr.MBps = e.ratio*e.corr, 1/e.cost/1e6
+		}
+		r.Candidates = append(r.Candidates, cr)
+	}
+	return r
+}
+
+// String is one line: the share of pages per candidate used, the
+// switches and the link.
+func (r Report) String() string {
+	var total uint64
+	for _, c := range r.Candidates {
+		total += c.InBytes
+	}
+	var parts []string
+	for _, c := range r.Candidates {
+		if c.Packets > 0 && total > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", c.Name, 100*float64(c.InBytes)/float64(total)))
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{"nothing sent"}
+	}
+	link := "link never full"
+	if r.LinkBytesPerSec > 0 {
+		link = fmt.Sprintf("link %.0f MB/s when full", r.LinkBytesPerSec/1e6)
+	}
+	return fmt.Sprintf("auto: %s of pages; %d switches, now %s; %s", strings.Join(parts, ", "), r.Switches, r.Current, link)
+}
