@@ -18,6 +18,7 @@ import (
 	"github.com/pagewire/pagewire/core"
 	"github.com/pagewire/pagewire/goplugin"
 	"github.com/pagewire/pagewire/plugin"
+	"github.com/pagewire/pagewire/plugins/auto"
 	"github.com/pagewire/pagewire/plugins/builtin"
 	"github.com/pagewire/pagewire/sdk"
 	"github.com/pagewire/pagewire/wasm"
@@ -199,6 +200,8 @@ type summary struct {
 	// as copies (goplugin.Method.SharedPackets).
 	PluginShared *uint64 `json:"plugin_shared_packets,omitempty"`
 	PluginCopied *uint64 `json:"plugin_copied_packets,omitempty"`
+	// Auto is what the auto method chose (gateway-in's link).
+	Auto *auto.Report `json:"auto,omitempty"`
 	core.Stats
 }
 
@@ -250,6 +253,9 @@ func (c *common) report(w io.Writer, s summary) {
 	fmt.Fprintf(w, "%s: %s of RAM in %.2fs (%.0f MB/s of RAM, %.0f MB/s on the wire): %d pages, %d zero, %s on the wire + %s control (ratio %.2f), %d channels, %s, %s\n",
 		s.Role, bytesText(s.RAMBytes), s.Seconds, s.MBps, s.WireMBps, s.Pages, s.ZeroPages,
 		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, dialectText(s))
+	if s.Auto != nil {
+		fmt.Fprintf(w, "%s: %s\n", s.Role, s.Auto)
+	}
 	if s.PluginShared != nil && s.PluginCopied != nil {
 		fmt.Fprintf(w, "%s: the plugin took %d packets from shared memory and %d as copies\n", s.Role, *s.PluginShared, *s.PluginCopied)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/lab/guest"
+	"github.com/pagewire/pagewire/plugins/auto"
 )
 
 // deltaGuest returns the kernel, and an initramfs of the lab's workload
@@ -41,9 +42,11 @@ func deltaGuest(t *testing.T, mib, rate int) (kernel, initrd, appendLine string)
 }
 
 // TestGatewayDeltaPages migrates a running guest that makes small
-// updates to incompressible memory through gateways with --delta-cache,
-// between two QEMU 10.0 and between two QEMU 7.2: the destination
-// completes with the source's RAM, and pages crossed the link as deltas.
+// updates to incompressible memory through gateways with --delta-cache
+// and the link's default method, auto, between two QEMU 10.0 and
+// between two QEMU 7.2: the destination completes with the source's RAM,
+// pages crossed the link as deltas, and gateway-in's summary says what
+// auto chose for the rest.
 func TestGatewayDeltaPages(t *testing.T) {
 	kernel, initrd, appendLine := deltaGuest(t, 48, 5000)
 	for _, c := range []struct {
@@ -52,8 +55,7 @@ func TestGatewayDeltaPages(t *testing.T) {
 		t.Run(c.version, func(t *testing.T) {
 			q := qemuOf(t, c.version)
 			q.machine = c.machine
-			gc := gwCase{qemuChannels: 2, srcMethod: "none", dstMethod: "none", linkChannels: 2,
-				linkArgs: []string{"--method", "lz4"}}
+			gc := gwCase{qemuChannels: 2, srcMethod: "none", dstMethod: "none", linkChannels: 2}
 			const size = 128<<20 + 64<<10 // not a multiple of 64 pages: TCG's dirty bits
 			console := filepath.Join(t.TempDir(), "console.log")
 			args := []string{"-cpu", "max", "-kernel", kernel, "-initrd", initrd, "-append", appendLine}
@@ -78,9 +80,11 @@ func TestGatewayDeltaPages(t *testing.T) {
 			}
 			g.settle(t, size)
 			var in struct {
-				NormalPages uint64 `json:"normal_pages"`
-				DeltaPages  uint64 `json:"delta_pages"`
-				WireBytes   uint64 `json:"wire_bytes"`
+				Method      string       `json:"method"`
+				NormalPages uint64       `json:"normal_pages"`
+				DeltaPages  uint64       `json:"delta_pages"`
+				WireBytes   uint64       `json:"wire_bytes"`
+				Auto        *auto.Report `json:"auto"`
 			}
 			if err := json.Unmarshal(g.in.stdout.Bytes(), &in); err != nil {
 				t.Fatalf("gateway-in's summary: %v: %s", err, g.in.stdout.String())
@@ -88,7 +92,17 @@ func TestGatewayDeltaPages(t *testing.T) {
 			if in.DeltaPages == 0 {
 				t.Errorf("no page crossed the link as a delta: %s", g.in.stdout.String())
 			}
-			t.Logf("link: %d normal pages, %d of them deltas, %d wire bytes", in.NormalPages, in.DeltaPages, in.WireBytes)
+			if in.Method != "auto" || in.Auto == nil {
+				t.Fatalf("the link's method is %q, with no report of auto's choices: %s", in.Method, g.in.stdout.String())
+			}
+			var whole uint64
+			for _, c := range in.Auto.Candidates {
+				whole += c.InBytes / 4096
+			}
+			if whole != in.NormalPages-in.DeltaPages {
+				t.Errorf("auto reports %d pages, the link sent %d whole", whole, in.NormalPages-in.DeltaPages)
+			}
+			t.Logf("link: %d normal pages, %d of them deltas, %d wire bytes; %s", in.NormalPages, in.DeltaPages, in.WireBytes, in.Auto)
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/plugins/auto"
 	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/qemu/gateway"
 	"github.com/pagewire/pagewire/sdk"
@@ -71,6 +72,13 @@ source's multifd-channels and multifd-compression), and forward the whole
 migration over pagewire's own channels to 'pagewire qemu gateway-out' at
 --to, with the link's own --channels and --method (or --plugin).
 
+The link's method is auto unless --method or --plugin says otherwise:
+every 100 ms it sends pages raw, with lz4, or with zstd at level 1, 3 or
+7, whichever moves the guest's pages soonest given the link's rate it
+measures (from how long its writes block) and what each costs and
+saves on these pages (from small probes). The summary says what it
+chose; docs/auto.md has the controller.
+
 Pages go on the link as they arrive; at every sync point of the source
 the gateway sends the main stream up to the marker and then a Sync, so
 the destination QEMU sees every page before the marker that orders it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
@@ -84,7 +92,7 @@ guest that changes a few bytes of many pages needs a fraction of the
 link. gateway-out applies them to its copy of the guest's RAM; one that
 predates delta pages refuses the link at its start.`,
 		Example: `  pagewire qemu gateway-in --listen tcp:127.0.0.1:4444 --to tcp:gw-out.example:7000 \
-      --qemu-channels 4 --qemu-method none --channels 8 --method zstd \
+      --qemu-channels 4 --qemu-method none --channels 8 \
       --tls-cert client.pem --tls-key client-key.pem --tls-ca ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -134,12 +142,16 @@ predates delta pages refuses the link at its start.`,
 				Link:       d,
 				LinkConfig: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, DeltaCache: cache},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, m, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			})
 		},
 	}
 	c.register(cmd)
+	// The link's method adapts unless told: gateway-in owns the link.
+	cmd.Flags().Lookup("method").DefValue = "auto"
+	cmd.Flags().Set("method", "auto")
+	cmd.Flags().Lookup("method").Changed = false
 	l.register(cmd, true, true)
 	cmd.Flags().StringVar(&listen, "listen", "", "address the QEMU source migrates to, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&to, "to", "", "address of the gateway-out (required)")
@@ -235,7 +247,7 @@ destination sees its connections close before the end of the stream.`,
 				Dest:       d,
 				DestConfig: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, nil, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			})
 		},
@@ -255,7 +267,7 @@ destination sees its connections close before the end of the stream.`,
 
 // runGateway runs a gateway with a progress line (desc) and reports its
 // summary (role, addr).
-func runGateway(ctx context.Context, c *common, desc, role, addr string, total func() int64, stats func() core.Stats,
+func runGateway(ctx context.Context, c *common, desc, role, addr string, method sdk.Method, total func() int64, stats func() core.Stats,
 	qemuDialect func() core.Dialect, run func(context.Context) (core.Stats, error)) error {
 	pctx, cancel := context.WithCancel(ctx)
 	wait := c.showProgress(pctx, desc, total, stats)
@@ -268,6 +280,10 @@ func runGateway(ctx context.Context, c *common, desc, role, addr string, total f
 	sum := newSummary(role, st)
 	sum.Addr = addr
 	sum.QEMUDialect = string(qemuDialect())
+	if a, ok := method.(*auto.Method); ok {
+		r := a.Report()
+		sum.Auto = &r
+	}
 	c.report(os.Stderr, sum)
 	return nil
 }

@@ -22,12 +22,12 @@
 // One controller serves all channels of a [Method]: make one Method per
 // transfer ([New]), as the gateways do. It keeps, for every candidate,
 //
-//   - its cost: wall seconds per input byte, and its ratio: output bytes
-//     per input byte, both from probes: every 50 ms one channel also
+//   - its cost: seconds per input byte, and its ratio: output bytes per
+//     input byte, both from probes: every 50 ms one channel also
 //     compresses the first 16 pages of its packet with every candidate
-//     (about 2% of the CPU the chosen method uses, or less); wall time,
-//     not CPU time, so that a core shared with the source QEMU shows as
-//     a slower method;
+//     (a few per cent of a core at most). The cost is the least of the
+//     last 8 probes, since a probe the scheduler interrupts only looks
+//     slower; the ratio a moving average;
 //   - a correction of the probe's ratio by what the chosen candidate
 //     really produces on its channels' streams (a probe sees 16 pages of
 //     history, the stream megabytes).
@@ -102,6 +102,7 @@ const (
 	window      = 100 * time.Millisecond // how often it decides
 	probeEvery  = 50 * time.Millisecond  // how often it samples the candidates
 	probePages  = 16                     // pages per sample
+	costProbes  = 8                      // probes a cost is the least of
 	saturated   = 0.5                    // write-time share at which the link is the limit
 	creepAfter  = time.Second            // without a full link, before the estimate creeps up
 	creep       = 1.02                   // per window
@@ -304,9 +305,25 @@ func (r *receiver) Close() error {
 
 // estimate is what the controller knows of one candidate.
 type estimate struct {
-	cost  float64 // wall seconds per input byte, from probes; 0: unknown
+	cost  float64 // seconds per input byte: the least of costs; 0: unknown
+	costs [costProbes]float64
+	next  int
 	ratio float64 // output bytes per input byte, from probes
 	corr  float64 // the streams' ratio over the probes', while chosen
+}
+
+// addCost records a probe's seconds per byte. A probe the scheduler
+// interrupted only looks slower, so the estimate is the least of the
+// last few.
+func (e *estimate) addCost(c float64) {
+	e.costs[e.next] = c
+	e.next = (e.next + 1) % costProbes
+	e.cost = 0
+	for _, v := range e.costs {
+		if v > 0 && (e.cost == 0 || v < e.cost) {
+			e.cost = v
+		}
+	}
 }
 
 // tally is what one candidate sent.
@@ -431,10 +448,9 @@ func (c *controller) probe(now time.Time, p *sdk.Packet, o sdk.Options) {
 		}
 		e := &c.est[tag]
 		if e.cost == 0 {
-			e.cost, e.ratio = cost[tag], ratio[tag]
-			continue
+			e.ratio = ratio[tag]
 		}
-		e.cost += ewma * (cost[tag] - e.cost)
+		e.addCost(cost[tag])
 		e.ratio += ewma * (ratio[tag] - e.ratio)
 	}
 	c.mu.Unlock()

@@ -168,6 +168,24 @@ func TestBadPayloads(t *testing.T) {
 }
 
 // TestLevelRefused: auto picks its own levels.
+// TestCostIsLeast: one interrupted probe does not make a candidate look
+// slow; the estimate is the least of the last 8.
+func TestCostIsLeast(t *testing.T) {
+	var e estimate
+	for _, c := range []float64{2e-9, 2e-9, 900e-9, 3e-9} {
+		e.addCost(c)
+	}
+	if e.cost != 2e-9 {
+		t.Fatalf("cost %g, want 2e-9", e.cost)
+	}
+	for range costProbes {
+		e.addCost(5e-9)
+	}
+	if e.cost != 5e-9 {
+		t.Fatalf("cost %g after 8 probes of 5e-9", e.cost)
+	}
+}
+
 func TestLevelRefused(t *testing.T) {
 	o := opts
 	o.Level = 3
@@ -190,7 +208,8 @@ func model(compressible bool) *controller {
 		ratio = [nTags]float64{1, 1.001, 1.0002, 1.0002, 1.0001}
 	}
 	for tag := range nTags {
-		c.est[tag] = estimate{cost: 1 / (mbps[tag] * 1e6), ratio: ratio[tag], corr: 1}
+		c.est[tag] = estimate{ratio: ratio[tag], corr: 1}
+		c.est[tag].addCost(1 / (mbps[tag] * 1e6))
 	}
 	return c
 }
