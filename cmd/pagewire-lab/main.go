@@ -101,11 +101,11 @@ kernel, busybox and QEMU 10.`,
 var defaultPaths = []string{
 	"qemu-7.2-none", "qemu-7.2-zstd", "qemu-7.2-none-tls", "qemu-7.2-zstd-tls",
 	"qemu-10.0-none", "qemu-10.0-zstd", "qemu-10.0-none-tls", "qemu-10.0-zstd-tls",
-	"gw-nocomp", "gw-zlib", "gw-zstd", "gw-lz4",
+	"gw-nocomp", "gw-zlib", "gw-zstd", "gw-lz4", "gw-auto",
 }
 
 // quickSet is make lab-quick: the small-update guest at 1 Gbit/s, QEMU 10
-// zstd with TLS against the gateways with zstd and lz4.
+// zstd with TLS against the gateways with zstd, lz4 and auto.
 func quickSet(o *options, changed func(string) bool) {
 	if !changed("workloads") {
 		o.workloads = []string{"records"}
@@ -114,7 +114,7 @@ func quickSet(o *options, changed func(string) bool) {
 		o.links = []string{"1g"}
 	}
 	if !changed("paths") {
-		o.paths = []string{"qemu-10.0-zstd-tls", "gw-zstd", "gw-lz4"}
+		o.paths = []string{"qemu-10.0-zstd-tls", "gw-zstd", "gw-lz4", "gw-auto"}
 	}
 	if !changed("models") {
 		o.models = []string{"shared"}
@@ -160,15 +160,15 @@ func parsePath(s string) (Path, error) {
 		m, p.Delta = strings.CutSuffix(m, "-delta")
 		p.QEMU, p.Gateways, p.TLS, p.LinkMethod, p.Method = "10.0", true, true, m, "none"
 		switch m {
-		case "nocomp", "zlib", "zstd", "lz4":
+		case "nocomp", "zlib", "zstd", "lz4", "auto":
 			return p, nil
 		}
-		return p, fmt.Errorf("path %q: link method %q: want nocomp, zlib, zstd or lz4", s, m)
+		return p, fmt.Errorf("path %q: link method %q: want nocomp, zlib, zstd, lz4 or auto", s, m)
 	}
 	f := strings.Split(s, "-")
 	if len(f) < 3 || len(f) > 4 || f[0] != "qemu" || (f[1] != "7.2" && f[1] != "10.0") ||
 		(f[2] != "none" && f[2] != "zstd" && f[2] != "zlib") || (len(f) == 4 && f[3] != "tls") {
-		return p, fmt.Errorf("path %q: want qemu-{7.2,10.0}-{none,zlib,zstd}[-tls] or gw-{nocomp,zlib,zstd,lz4}[-delta]", s)
+		return p, fmt.Errorf("path %q: want qemu-{7.2,10.0}-{none,zlib,zstd}[-tls] or gw-{nocomp,zlib,zstd,lz4,auto}[-delta]", s)
 	}
 	p.QEMU, p.Method, p.TLS = f[1], f[2], len(f) == 4
 	return p, nil

@@ -102,7 +102,12 @@ func report(results []Result, o options, command, accel, path string) error {
 			r.QEMUDowntime, r.EndToEndDowntime, r.Rounds, float64(r.LinkBytes)/1e6, cpu,
 			r.GuestBefore, r.GuestDuring, r.GuestMin, eq)
 	}
-	b.WriteString("\nOne JSON object per run: `" + o.jsonOut + "`.\n")
+	for _, r := range sorted {
+		if r.Auto != nil {
+			fmt.Fprintf(&b, "\n- %s %s %s %s: %s", r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, r.Auto)
+		}
+	}
+	b.WriteString("\n\nOne JSON object per run: `" + o.jsonOut + "`.\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 

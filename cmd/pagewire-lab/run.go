@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/pagewire/pagewire/internal/lab/guest"
 	"github.com/pagewire/pagewire/internal/lab/linkemu"
 	"github.com/pagewire/pagewire/internal/lab/qmp"
+	"github.com/pagewire/pagewire/plugins/auto"
 )
 
 // Link is an emulated link between the two hosts.
@@ -79,7 +81,9 @@ type Result struct {
 	GuestDuring float64 `json:"guest_rate_during"`
 	GuestMin    float64 `json:"guest_rate_min"`
 	RAMEqual    *bool   `json:"ram_equal,omitempty"`
-	Started     string  `json:"started"`
+	// Auto is what the link's auto method chose (gateway-in's summary).
+	Auto    *auto.Report `json:"auto,omitempty"`
+	Started string       `json:"started"`
 }
 
 // Lab holds what every run shares.
@@ -663,6 +667,14 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 				res.Status = "failed"
 				return err
 			}
+		}
+	}
+	if in != nil {
+		var sum struct {
+			Auto *auto.Report `json:"auto"`
+		}
+		if json.Unmarshal([]byte(in.stdout.String()), &sum) == nil {
+			res.Auto = sum.Auto
 		}
 	}
 	eq, err := sameFiles(srcRAM, dstRAM)
