@@ -106,6 +106,9 @@ func report(results []Result, o options, command, accel, path string) error {
 		if r.Auto != nil {
 			fmt.Fprintf(&b, "\n- %s %s %s %s: %s", r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, r.Auto)
 		}
+		if r.GatewayE2E != nil {
+			fmt.Fprintf(&b, "\n- %s %s %s %s: gateway-out reported an end-to-end downtime of %d ms (the lab: %d ms)", r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, *r.GatewayE2E, r.EndToEndDowntime)
+		}
 	}
 	b.WriteString("\n\nOne JSON object per run: `" + o.jsonOut + "`.\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)

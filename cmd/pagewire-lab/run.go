@@ -21,7 +21,7 @@ import (
 	"github.com/pagewire/pagewire/internal/certs"
 	"github.com/pagewire/pagewire/internal/lab/guest"
 	"github.com/pagewire/pagewire/internal/lab/linkemu"
-	"github.com/pagewire/pagewire/internal/lab/qmp"
+	"github.com/pagewire/pagewire/internal/qmp"
 	"github.com/pagewire/pagewire/plugins/auto"
 )
 
@@ -82,8 +82,11 @@ type Result struct {
 	GuestMin    float64 `json:"guest_rate_min"`
 	RAMEqual    *bool   `json:"ram_equal,omitempty"`
 	// Auto is what the link's auto method chose (gateway-in's summary).
-	Auto    *auto.Report `json:"auto,omitempty"`
-	Started string       `json:"started"`
+	Auto *auto.Report `json:"auto,omitempty"`
+	// GatewayE2E is the end-to-end downtime gateway-out reported (with
+	// --qmp on both gateways); EndToEndDowntime is the lab's own reading.
+	GatewayE2E *int64 `json:"gateway_e2e_downtime_ms,omitempty"`
+	Started    string `json:"started"`
 }
 
 // Lab holds what every run shares.
@@ -385,6 +388,8 @@ func (l *Lab) qemuArgs(ram, sock string) []string {
 		"-object", "memory-backend-file,id=pc.ram,size=" + mem + ",mem-path=" + ram + ",share=on",
 		"-nodefaults", "-vga", "none", "-display", "none",
 		"-qmp", "unix:" + sock + ",server=on,wait=off",
+		// The gateways' own monitor (their --qmp).
+		"-qmp", "unix:" + strings.TrimSuffix(sock, ".qmp") + "-gw.qmp,server=on,wait=off",
 	}
 }
 
@@ -496,6 +501,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	var in, out *proc
 	if sc.Path.Gateways {
 		args := []string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:" + target,
+			"--qmp", strings.TrimSuffix(dstSock, ".qmp") + "-gw.qmp",
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none", "--json", "--progress=false",
 			"--tls-cert", l.certs.ServerCert, "--tls-key", l.certs.ServerKey, "--tls-ca", l.certs.CA}
 		args = append(args, l.profileArgs(sc, "gateway-out")...)
@@ -519,6 +525,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		args := []string{"qemu", "gateway-in", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:" + link.Addr().String(),
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none",
 			"--channels", strconv.Itoa(l.Channels), "--method", sc.Path.LinkMethod, "--json", "--progress=false",
+			"--qmp", strings.TrimSuffix(srcSock, ".qmp") + "-gw.qmp",
 			"--tls-cert", l.certs.ClientCert, "--tls-key", l.certs.ClientKey, "--tls-ca", l.certs.CA}
 		if sc.Path.Delta {
 			args = append(args, "--delta-cache", fmt.Sprintf("%dM", sc.Workload.MemMiB))
@@ -675,6 +682,14 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		}
 		if json.Unmarshal([]byte(in.stdout.String()), &sum) == nil {
 			res.Auto = sum.Auto
+		}
+	}
+	if out != nil {
+		var sum struct {
+			E2E *int64 `json:"e2e_downtime_ms"`
+		}
+		if json.Unmarshal([]byte(out.stdout.String()), &sum) == nil {
+			res.GatewayE2E = sum.E2E
 		}
 	}
 	eq, err := sameFiles(srcRAM, dstRAM)

@@ -202,6 +202,12 @@ type summary struct {
 	PluginCopied *uint64 `json:"plugin_copied_packets,omitempty"`
 	// Auto is what the auto method chose (gateway-in's link).
 	Auto *auto.Report `json:"auto,omitempty"`
+	// SourceStopped is when the source QEMU stopped its guest (gateway-in
+	// with --qmp), RFC 3339.
+	SourceStopped string `json:"source_stopped,omitempty"`
+	// EndToEndDowntimeMs is from the source's STOP to the destination's
+	// MIGRATION completed (gateway-out with --qmp, and gateway-in's).
+	EndToEndDowntimeMs *int64 `json:"e2e_downtime_ms,omitempty"`
 	core.Stats
 }
 
@@ -255,6 +261,9 @@ func (c *common) report(w io.Writer, s summary) {
 		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, dialectText(s))
 	if s.Auto != nil {
 		fmt.Fprintf(w, "%s: %s\n", s.Role, s.Auto)
+	}
+	if s.EndToEndDowntimeMs != nil {
+		fmt.Fprintf(w, "%s: end-to-end downtime %d ms (the source's STOP to the destination's completion)\n", s.Role, *s.EndToEndDowntimeMs)
 	}
 	if s.PluginShared != nil && s.PluginCopied != nil {
 		fmt.Fprintf(w, "%s: the plugin took %d packets from shared memory and %d as copies\n", s.Role, *s.PluginShared, *s.PluginCopied)

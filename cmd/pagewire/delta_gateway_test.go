@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +47,10 @@ func deltaGuest(t *testing.T, mib, rate int) (kernel, initrd, appendLine string)
 // and the link's default method, auto, between two QEMU 10.0 and
 // between two QEMU 7.2: the destination completes with the source's RAM,
 // pages crossed the link as deltas, and gateway-in's summary says what
-// auto chose for the rest.
+// auto chose for the rest. With --qmp on both gateways, gateway-out's
+// end-to-end downtime is the test's own reading of the QMP events (the
+// source's last STOP to the destination's MIGRATION completed) within
+// 20 ms.
 func TestGatewayDeltaPages(t *testing.T) {
 	kernel, initrd, appendLine := deltaGuest(t, 48, 5000)
 	for _, c := range []struct {
@@ -72,6 +76,7 @@ func TestGatewayDeltaPages(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			g.inArgs = []string{"--delta-cache", "64M"}
+			g.gwQMP = true
 			inAddr := g.gateways(t, gc, g.serverTLS(), g.clientTLS(), func(a string) string { return a })
 			g.srcQMP.do(t, "migrate-set-parameters", map[string]any{"max-bandwidth": 64 << 20, "downtime-limit": 300})
 			g.srcQMP.do(t, "migrate", map[string]any{"uri": inAddr})
@@ -92,6 +97,24 @@ func TestGatewayDeltaPages(t *testing.T) {
 			if in.DeltaPages == 0 {
 				t.Errorf("no page crossed the link as a delta: %s", g.in.stdout.String())
 			}
+			var out struct {
+				E2E *int64 `json:"e2e_downtime_ms"`
+			}
+			if err := json.Unmarshal(g.out.stdout.Bytes(), &out); err != nil || out.E2E == nil {
+				t.Fatalf("gateway-out's summary has no end-to-end downtime (%v): %s\n%s", err, g.out.stdout.String(), g.out.stderr)
+			}
+			stop, ok1 := g.srcQMP.event(true, func(e qmpEvent) bool { return e.Name == "STOP" })
+			done, ok2 := g.dstQMP.event(false, func(e qmpEvent) bool {
+				return e.Name == "MIGRATION" && strings.Contains(string(e.Data), `"completed"`)
+			})
+			if !ok1 || !ok2 {
+				t.Fatalf("the test saw no STOP on the source (%v) or no MIGRATION completed on the destination (%v)", ok1, ok2)
+			}
+			want := done.time().Sub(stop.time())
+			if d := time.Duration(*out.E2E)*time.Millisecond - want; d < -20*time.Millisecond || d > 20*time.Millisecond {
+				t.Errorf("gateway-out's end-to-end downtime %d ms, the QMP events say %v", *out.E2E, want)
+			}
+			t.Logf("end-to-end downtime: gateway-out %d ms, QMP events %v", *out.E2E, want)
 			if in.Method != "auto" || in.Auto == nil {
 				t.Fatalf("the link's method is %q, with no report of auto's choices: %s", in.Method, g.in.stdout.String())
 			}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pagewire/pagewire/channels"
 	"github.com/pagewire/pagewire/core"
+	"github.com/pagewire/pagewire/internal/qmp"
 	"github.com/pagewire/pagewire/plugins/auto"
 	"github.com/pagewire/pagewire/qemu"
 	"github.com/pagewire/pagewire/qemu/gateway"
@@ -62,6 +64,7 @@ func gatewayInCmd() *cobra.Command {
 		patience time.Duration
 		// deltaCache is --delta-cache
 		deltaCache string
+		qmpSock    string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway-in --listen ADDR --to ADDR [flags]",
@@ -142,8 +145,27 @@ predates delta pages refuses the link at its start.`,
 				Link:       d,
 				LinkConfig: core.SenderConfig{Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, DeltaCache: cache},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, m, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			var q *qmp.Client
+			if qmpSock != "" {
+				if q, err = watchQMP(qmpSock, "the source's"); err != nil {
+					ln.Close()
+					return err
+				}
+				defer q.Close()
+				g.Stopped = func() time.Time { return lastStop(q) }
+			}
+			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
+			}, func(sum *summary) {
+				if a, ok := m.(*auto.Method); ok {
+					r := a.Report()
+					sum.Auto = &r
+				}
+				if q != nil {
+					if t := lastStop(q); !t.IsZero() {
+						sum.SourceStopped = t.UTC().Format(time.RFC3339Nano)
+					}
+				}
 			})
 		},
 	}
@@ -155,6 +177,7 @@ predates delta pages refuses the link at its start.`,
 	l.register(cmd, true, true)
 	cmd.Flags().StringVar(&listen, "listen", "", "address the QEMU source migrates to, tcp:HOST:PORT or unix:PATH (required)")
 	cmd.Flags().StringVar(&to, "to", "", "address of the gateway-out (required)")
+	cmd.Flags().StringVar(&qmpSock, "qmp", "", "a QMP unix socket of the source QEMU, a monitor of the gateway's own (-qmp unix:PATH,server=on,wait=off): gateway-in tells gateway-out when the source stopped the guest, for the end-to-end downtime")
 	cmd.Flags().StringVar(&deltaCache, "delta-cache", "", "keep up to SIZE bytes of pages sent on the link (suffixes K, M, G) and send a page that comes again as its differences (0 or empty: off)")
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the source's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "auto", "the source's multifd-compression: none, zlib, zstd, or auto (the first packet with pages tells)")
@@ -175,6 +198,7 @@ func gatewayOutCmd() *cobra.Command {
 		qpin     string
 		qlevel   int
 		patience time.Duration
+		qmpSock  string
 	)
 	cmd := &cobra.Command{
 		Use:   "gateway-out --listen ADDR --to ADDR [flags]",
@@ -192,7 +216,13 @@ zlib or zstd, such as bin/plugins/zstd-c.wasm).
 The link's method comes from the gateway-in (any method this build has,
 or the same --plugin). The link runs mutual TLS 1.3 (--tls-cert, --tls-key,
 --tls-ca; or --insecure). Any failure on any leg fails the migration: the
-destination sees its connections close before the end of the stream.`,
+destination sees its connections close before the end of the stream.
+
+With --qmp on both gateways (each a QMP monitor of its own QEMU), the
+summary gives the migration's end-to-end downtime: from the source's
+STOP event, which gateway-in sends over the link, to the destination's
+MIGRATION completed event. Both are QEMU's timestamps, so the two hosts'
+clocks must agree (NTP); on one host they do.`,
 		Example: `  pagewire qemu gateway-out --listen tcp:0.0.0.0:7000 --to tcp:127.0.0.1:4445 \
       --qemu-channels 2 --qemu-method zstd \
       --tls-cert server.pem --tls-key server-key.pem --tls-ca ca.pem`,
@@ -247,8 +277,20 @@ destination sees its connections close before the end of the stream.`,
 				Dest:       d,
 				DestConfig: core.SenderConfig{Channels: qch, Method: qm, Level: qlevel, Timeout: c.timeout},
 			}
-			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, nil, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			var q *qmp.Client
+			if qmpSock != "" {
+				if q, err = watchQMP(qmpSock, "the destination's"); err != nil {
+					ln.Close()
+					return err
+				}
+				defer q.Close()
+			}
+			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
+			}, func(sum *summary) {
+				if q != nil {
+					sum.EndToEndDowntimeMs = endToEnd(q, g.SourceStopped())
+				}
 			})
 		},
 	}
@@ -256,6 +298,7 @@ destination sees its connections close before the end of the stream.`,
 	l.register(cmd, true, false)
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen at for the gateway-in (required)")
 	cmd.Flags().StringVar(&to, "to", "", "the destination QEMU's -incoming address, tcp:HOST:PORT or unix:PATH (required)")
+	cmd.Flags().StringVar(&qmpSock, "qmp", "", "a QMP unix socket of the destination QEMU, a monitor of the gateway's own (-qmp unix:PATH,server=on,wait=off; its 'events' migration capability on): with gateway-in's --qmp, the summary gives the end-to-end downtime, from the source's STOP to the destination's MIGRATION completed event")
 	cmd.Flags().IntVar(&qch, "qemu-channels", 2, "the destination's multifd-channels")
 	cmd.Flags().StringVar(&qmethod, "qemu-method", "none", "the destination's multifd-compression: none, zlib or zstd")
 	cmd.Flags().StringVar(&qplugin, "qemu-plugin", "", "compress toward the destination with the plugin FILE, a Wasm module or go-plugin executable of QEMU's zlib or zstd (then --qemu-method, if given, must name the same)")
@@ -267,8 +310,8 @@ destination sees its connections close before the end of the stream.`,
 
 // runGateway runs a gateway with a progress line (desc) and reports its
 // summary (role, addr).
-func runGateway(ctx context.Context, c *common, desc, role, addr string, method sdk.Method, total func() int64, stats func() core.Stats,
-	qemuDialect func() core.Dialect, run func(context.Context) (core.Stats, error)) error {
+func runGateway(ctx context.Context, c *common, desc, role, addr string, total func() int64, stats func() core.Stats,
+	qemuDialect func() core.Dialect, run func(context.Context) (core.Stats, error), more func(*summary)) error {
 	pctx, cancel := context.WithCancel(ctx)
 	wait := c.showProgress(pctx, desc, total, stats)
 	st, err := run(ctx)
@@ -280,10 +323,60 @@ func runGateway(ctx context.Context, c *common, desc, role, addr string, method 
 	sum := newSummary(role, st)
 	sum.Addr = addr
 	sum.QEMUDialect = string(qemuDialect())
-	if a, ok := method.(*auto.Method); ok {
-		r := a.Report()
-		sum.Auto = &r
-	}
+	more(&sum)
 	c.report(os.Stderr, sum)
 	return nil
+}
+
+// watchQMP connects to a gateway's own QMP monitor of a QEMU (whose:
+// "the source's") and keeps its events from now on.
+func watchQMP(sock, whose string) (*qmp.Client, error) {
+	sock = strings.TrimPrefix(sock, "unix:")
+	q, err := qmp.Dial(sock, 30*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("--qmp: %s QEMU's monitor: %w (give a -qmp unix:PATH,server=on,wait=off of the gateway's own)", whose, err)
+	}
+	q.Watch()
+	return q, nil
+}
+
+// lastStop returns the time of the source's last STOP event, waiting up
+// to stopWait for one: the event is written as the guest stops, and may
+// still be on its way when the stream ends.
+func lastStop(q *qmp.Client) time.Time {
+	if _, ok := q.WaitEvent(func(e qmp.Event) bool { return e.Name == "STOP" }, stopWait); !ok {
+		return time.Time{}
+	}
+	var t time.Time
+	for _, e := range q.Events() {
+		if e.Name == "STOP" {
+			t = e.Time()
+		}
+	}
+	return t
+}
+
+// stopWait bounds the wait for the source's STOP event, and
+// completedWait for the destination's MIGRATION completed.
+const (
+	stopWait      = 2 * time.Second
+	completedWait = 30 * time.Second
+)
+
+// endToEnd returns the end-to-end downtime in milliseconds: from the
+// source's STOP (stopped, from gateway-in) to the destination's
+// MIGRATION completed event; nil, with a note on stderr, if either is
+// missing.
+func endToEnd(q *qmp.Client, stopped time.Time) *int64 {
+	if stopped.IsZero() {
+		fmt.Fprintln(os.Stderr, "gateway-out: no end-to-end downtime: gateway-in did not say when the source stopped (give it --qmp)")
+		return nil
+	}
+	e, ok := q.WaitEvent(qmp.MigrationStatus("completed"), completedWait)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "gateway-out: no end-to-end downtime: no MIGRATION completed event from the destination within %v (is its 'events' migration capability on?)\n", completedWait)
+		return nil
+	}
+	ms := e.Time().Sub(stopped).Milliseconds()
+	return &ms
 }

@@ -47,6 +47,8 @@ type gwRig struct {
 	tls              certs.Files
 	dstPort, ramSize int
 	inArgs           []string // gateway-in's own flags, beside the link's
+	// gwQMP gives each gateway --qmp, a monitor of its QEMU's own.
+	gwQMP bool
 }
 
 // newRig starts the destination QEMU (listening for the migration) and
@@ -88,14 +90,19 @@ func newRigQEMU(t testing.TB, c gwCase, img []byte, src, dst qemuSpec, srcArgs, 
 		t.Fatal(err)
 	}
 	mb := fmt.Sprintf("%dK", len(img)>>10)
+	// Each QEMU has a second monitor for its gateway's --qmp.
 	machine := func(q qemuSpec, ram, qmpSock string, extra ...string) []string {
 		return append([]string{"--qemu--", q.bin,
 			"-machine", q.machine + ",memory-backend=pc.ram", "-accel", "tcg", "-m", mb,
 			"-object", "memory-backend-file,id=pc.ram,size=" + mb + ",mem-path=" + ram + ",share=on",
 			"-nodefaults", "-vga", "none", "-display", "none",
-			"-qmp", "unix:" + qmpSock + ",server=on,wait=off"}, extra...)
+			"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
+			"-qmp", "unix:" + strings.TrimSuffix(qmpSock, ".qmp") + "-gw.qmp,server=on,wait=off"}, extra...)
 	}
-	caps := map[string]any{"capabilities": []any{map[string]any{"capability": "multifd", "state": true}}}
+	caps := map[string]any{"capabilities": []any{
+		map[string]any{"capability": "multifd", "state": true},
+		map[string]any{"capability": "events", "state": true},
+	}}
 	g.dst = start(t, machine(dst, g.dstRAM, filepath.Join(g.dir, "dst.qmp"), append(dstArgs, "-S", "-incoming", "defer")...)...)
 	g.dstQMP = dialQMP(t, filepath.Join(g.dir, "dst.qmp"))
 	g.dstQMP.do(t, "migrate-set-capabilities", caps)
@@ -128,11 +135,17 @@ func (g *gwRig) gateways(t testing.TB, c gwCase, outTLS, inTLS []string, linkAdd
 	if c.qemuPlugin != "" {
 		args = append(args, "--qemu-plugin", c.qemuPlugin)
 	}
+	if g.gwQMP {
+		args = append(args, "--qmp", filepath.Join(g.dir, "dst-gw.qmp"))
+	}
 	out, outAddr := startRecv(t, append(args, c.linkArgs...)...)
 	args = append([]string{"qemu", "gateway-in", "--listen", "tcp:127.0.0.1:0", "--to", linkAddr(outAddr),
 		"--qemu-channels", fmt.Sprint(c.qemuChannels), "--qemu-method", c.srcMethod,
 		"--channels", fmt.Sprint(c.linkChannels), "--json"}, inTLS...)
 	args = append(args, g.inArgs...)
+	if g.gwQMP {
+		args = append(args, "--qmp", filepath.Join(g.dir, "src-gw.qmp"))
+	}
 	in, inAddr := startRecv(t, append(args, c.linkArgs...)...)
 	g.in, g.out = in, out
 	return inAddr

@@ -15,10 +15,42 @@ import (
 	"github.com/pagewire/pagewire/internal/pagegen"
 )
 
-// qmp is a minimal QMP client for driving a QEMU the test started.
+// qmp is a minimal QMP client for driving a QEMU the test started. It
+// keeps the events it reads past.
 type qmp struct {
-	c net.Conn
-	r *bufio.Reader
+	c      net.Conn
+	r      *bufio.Reader
+	events []qmpEvent
+}
+
+// qmpEvent is an event with QEMU's timestamp.
+type qmpEvent struct {
+	Name      string          `json:"event"`
+	Data      json.RawMessage `json:"data"`
+	Timestamp struct {
+		Seconds      int64 `json:"seconds"`
+		Microseconds int64 `json:"microseconds"`
+	} `json:"timestamp"`
+}
+
+func (e qmpEvent) time() time.Time {
+	return time.Unix(e.Timestamp.Seconds, e.Timestamp.Microseconds*1000)
+}
+
+// event returns the first (or the last) event read so far for which
+// match is true.
+func (q *qmp) event(last bool, match func(qmpEvent) bool) (qmpEvent, bool) {
+	var found qmpEvent
+	ok := false
+	for _, e := range q.events {
+		if match(e) {
+			found, ok = e, true
+			if !last {
+				break
+			}
+		}
+	}
+	return found, ok
 }
 
 func dialQMP(t testing.TB, sock string) *qmp {
@@ -42,7 +74,7 @@ func dialQMP(t testing.TB, sock string) *qmp {
 	}
 }
 
-// do runs a command and returns its "return" value; events are skipped.
+// do runs a command and returns its "return" value; events are kept.
 func (q *qmp) do(t testing.TB, cmd string, args any) json.RawMessage {
 	t.Helper()
 	msg := map[string]any{"execute": cmd}
@@ -70,6 +102,10 @@ func (q *qmp) do(t testing.TB, cmd string, args any) json.RawMessage {
 			t.Fatalf("QMP %s: %v: %s", cmd, err, line)
 		}
 		if resp.Event != "" {
+			var e qmpEvent
+			if json.Unmarshal(line, &e) == nil {
+				q.events = append(q.events, e)
+			}
 			continue
 		}
 		if resp.Error != nil {

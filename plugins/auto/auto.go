@@ -1,7 +1,7 @@
 // Package auto is pagewire's adaptive method: for every packet it sends
 // the pages raw, with lz4, or with zstd at level 1, 3 or 7, whichever
 // its controller expects to move the guest's pages soonest over the link
-// it measures. QEMU has no such method; its wire flag, 0x3a, is one QEMU
+// it measures. QEMU has no such method; its wire flag, 0x38, is one QEMU
 // never sends.
 //
 // Payload: one tag byte naming how the rest was made, then that method's
@@ -67,7 +67,7 @@ import (
 )
 
 // Flag is the method's value in a packet's flags.
-const Flag = 0x3a
+const Flag = 0x38
 
 // The tags: the first byte of every payload.
 const (

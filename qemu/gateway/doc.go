@@ -18,7 +18,7 @@
 //
 // # The link protocol
 //
-// Besides the pages, the In sends the Out three kinds of device-state
+// Besides the pages, the In sends the Out four kinds of device-state
 // blobs on the link:
 //
 //   - "pagewire/gateway/hello", once, at the source's first sync point
@@ -32,6 +32,9 @@
 //     link's sync point, puts a SYNC on every destination channel, so
 //     the destination sees every page of the interval before the marker
 //     that orders it.
+//   - "pagewire/gateway/stopped", once the source's stream has ended,
+//     when [In.Stopped] knows: JSON {"unix_nano": N}, when the source
+//     QEMU stopped its guest ([Out.SourceStopped]).
 //   - "pagewire/gateway/main-tail", once the source's stream has ended:
 //     the main stream after the last sync point (device state, the end of
 //     the stream), sent just before the link closes.

@@ -56,7 +56,14 @@ const (
 	blobHello    = "pagewire/gateway/hello"
 	blobMain     = "pagewire/gateway/main"
 	blobMainTail = "pagewire/gateway/main-tail"
+	blobStopped  = "pagewire/gateway/stopped"
 )
+
+// stopped is the blobStopped body: when the source QEMU stopped its
+// guest, by its host's clock.
+type stopped struct {
+	UnixNano int64 `json:"unix_nano"`
+}
 
 // hello is the first blob on the link: what Out needs to open the
 // destination leg.

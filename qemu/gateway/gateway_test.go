@@ -27,7 +27,10 @@ func method(t *testing.T, name string) core.SenderConfig {
 // TestForward migrates a source through an In and an Out to a
 // destination, in both dialects, over rounds that rewrite pages between
 // sync points: the destination's RAM is the source's, its main stream
-// is the source's byte for byte, and both gateways report the link.
+// is the source's byte for byte, and both gateways report the link. In
+// the 10.0 run the In knows when the source stopped (In.Stopped), and
+// the Out has that time at the end (Out.SourceStopped); in the 7.2 run
+// it does not, and the Out says zero.
 func TestForward(t *testing.T) {
 	for _, d := range []core.Dialect{core.Dialect72, core.Dialect10} {
 		t.Run(string(d), func(t *testing.T) {
@@ -43,6 +46,10 @@ func TestForward(t *testing.T) {
 			destCfg := method(t, "zlib")
 			destCfg.Channels = 3
 			in := &gateway.In{Source: gateway.SourceConfig{UUID: m.uuid}, LinkConfig: link}
+			stop := time.Unix(1700000000, 123456000)
+			if d == core.Dialect10 {
+				in.Stopped = func() time.Time { return stop }
+			}
 			out := &gateway.Out{Dest: dst.Dialer, DestConfig: destCfg}
 			p, err := startPair(ctx, in, out, nil)
 			if err != nil {
@@ -68,6 +75,9 @@ func TestForward(t *testing.T) {
 			}
 			if in.RAMBytes() != m.ramBytes() || out.RAMBytes() != m.ramBytes() {
 				t.Errorf("RAMBytes: In %d, Out %d, want %d", in.RAMBytes(), out.RAMBytes(), m.ramBytes())
+			}
+			if got := out.SourceStopped(); d == core.Dialect10 && !got.Equal(stop) || d == core.Dialect72 && !got.IsZero() {
+				t.Errorf("SourceStopped: %v", got)
 			}
 		})
 	}

@@ -50,6 +50,13 @@ type In struct {
 	// channels, method, level, timeouts. The link opens at the source's
 	// first sync point.
 	LinkConfig core.SenderConfig
+	// Stopped, when set, returns when the source QEMU stopped its guest
+	// for the migration's last round (its STOP event's timestamp), or
+	// zero if that is not known. Run calls it once the source's stream
+	// has ended and sends the time to the Out, where
+	// [Out.SourceStopped] has it for the end-to-end downtime. It needs
+	// an Out of the same release: an older one refuses the message.
+	Stopped func() time.Time
 
 	running atomic.Bool
 	link    atomic.Pointer[core.Sender]
@@ -184,6 +191,14 @@ func (r *inRun) finish(err error) (core.Stats, error) {
 	}
 	if err == nil && snd == nil {
 		err = errors.New("the migration had no sync point")
+	}
+	if err == nil && r.g.Stopped != nil {
+		if t := r.g.Stopped(); !t.IsZero() {
+			b, _ := json.Marshal(stopped{UnixNano: t.UnixNano()})
+			if err = snd.SendDeviceState(blobStopped, 0, b); err != nil {
+				err = &LegError{LegLink, err}
+			}
+		}
 	}
 	if err == nil {
 		if tail := r.q.MainTail(); len(tail) > 0 {

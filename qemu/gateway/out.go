@@ -55,6 +55,18 @@ type Out struct {
 	link    atomic.Pointer[core.Receiver]
 	ram     atomic.Int64
 	dialect atomic.Value // core.Dialect: the source's, from the In's hello
+	stopped atomic.Int64 // unix nanoseconds, from the In; 0: not known
+}
+
+// SourceStopped returns when the source QEMU stopped its guest for the
+// last round, as the In reported it ([In.Stopped]; the source host's
+// clock), or zero if the In did not. Any goroutine may call it; it is
+// set just before the stream's tail.
+func (g *Out) SourceStopped() time.Time {
+	if n := g.stopped.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // QEMUDialect returns the QEMU migration's multifd dialect (the
@@ -115,6 +127,7 @@ func (g *Out) Run(ctx context.Context, ln net.Listener) (core.Stats, error) {
 	g.link.Store(nil)
 	g.ram.Store(0)
 	g.dialect.Store(core.Dialect(""))
+	g.stopped.Store(0)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -213,6 +226,13 @@ func (r *outRun) deviceState(idstr string, instance uint32, blob []byte) error {
 		if idstr == blobMain {
 			r.markers.Add(1)
 		}
+		return nil
+	case blobStopped:
+		var st stopped
+		if err := json.Unmarshal(blob, &st); err != nil || st.UnixNano <= 0 {
+			return fmt.Errorf("the In's %s message %q: want {\"unix_nano\": N > 0}", idstr, blob[:min(len(blob), 64)])
+		}
+		r.g.stopped.Store(st.UnixNano)
 		return nil
 	}
 	return fmt.Errorf("unexpected device state %q from the In", idstr)

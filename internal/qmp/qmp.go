@@ -1,7 +1,7 @@
 // Package qmp is a small client of QEMU's machine protocol (QMP) for the
-// migration lab: it runs commands and keeps the events QEMU sends, each
-// with the time it arrived, so that a run can tell when the source
-// stopped its guest and when the destination took over.
+// migration lab and the gateways: it runs commands and keeps the events
+// QEMU sends, each with QEMU's timestamp, so that a run can tell when the
+// source stopped its guest and when the destination took over.
 package qmp
 
 import (
@@ -37,12 +37,15 @@ func (e Event) Time() time.Time {
 }
 
 // Client is a QMP connection. Its methods are safe for one goroutine at a
-// time; events are collected as commands read them and by Wait.
+// time; events are collected as commands read them, or all the time
+// after Watch.
 type Client struct {
-	c      net.Conn
-	r      *bufio.Reader
-	mu     sync.Mutex
-	events []Event
+	c       net.Conn
+	r       *bufio.Reader
+	mu      sync.Mutex
+	events  []Event
+	arrived chan struct{} // closed and replaced on every event
+	watched chan struct{} // closed when the watching goroutine ends
 }
 
 // Dial connects to a QMP unix socket, retrying until within has passed
@@ -52,7 +55,7 @@ func Dial(sock string, within time.Duration) (*Client, error) {
 	for {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
-			q := &Client{c: c, r: bufio.NewReader(c)}
+			q := &Client{c: c, r: bufio.NewReader(c), arrived: make(chan struct{})}
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			if _, err := q.r.ReadBytes('\n'); err != nil { // greeting
 				c.Close()
@@ -71,8 +74,68 @@ func Dial(sock string, within time.Duration) (*Client, error) {
 	}
 }
 
-// Close closes the connection.
-func (q *Client) Close() error { return q.c.Close() }
+// Close closes the connection, and returns once a Watch has ended.
+func (q *Client) Close() error {
+	err := q.c.Close()
+	if q.watched != nil {
+		<-q.watched
+	}
+	return err
+}
+
+// Watch reads events from now on in a goroutine of its own, until the
+// connection ends: use it for a connection that only listens (Do must
+// not be called after it). Close ends it.
+func (q *Client) Watch() {
+	q.watched = make(chan struct{})
+	q.c.SetDeadline(time.Time{})
+	go func() {
+		defer close(q.watched)
+		for {
+			line, err := q.r.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			q.keep(line)
+		}
+	}()
+}
+
+// WaitEvent returns the first event read so far, or until within has
+// passed, for which match is true.
+func (q *Client) WaitEvent(match func(Event) bool, within time.Duration) (Event, bool) {
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		arrived := q.arrived
+		for _, e := range q.events {
+			if match(e) {
+				q.mu.Unlock()
+				return e, true
+			}
+		}
+		q.mu.Unlock()
+		select {
+		case <-arrived:
+		case <-timer.C:
+			return Event{}, false
+		}
+	}
+}
+
+// MigrationStatus matches a MIGRATION event of that status.
+func MigrationStatus(status string) func(Event) bool {
+	return func(e Event) bool {
+		if e.Name != "MIGRATION" {
+			return false
+		}
+		var d struct {
+			Status string `json:"status"`
+		}
+		return json.Unmarshal(e.Data, &d) == nil && d.Status == status
+	}
+}
 
 // Error is an error QEMU answered a command with.
 type Error struct {
@@ -129,6 +192,8 @@ func (q *Client) keep(line []byte) {
 		e.At = time.Now()
 		q.mu.Lock()
 		q.events = append(q.events, e)
+		close(q.arrived)
+		q.arrived = make(chan struct{})
 		q.mu.Unlock()
 	}
 }

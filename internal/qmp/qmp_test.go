@@ -104,3 +104,34 @@ func TestGarbage(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestWatch: a watching client collects events that come without a
+// command, WaitEvent finds them or gives up in time, and Close ends the
+// watch.
+func TestWatch(t *testing.T) {
+	sock := fakeQEMU(t, map[string][]string{
+		"qmp_capabilities": {
+			`{"return": {}}`,
+			`{"timestamp": {"seconds": 1700000000, "microseconds": 250000}, "event": "STOP"}`,
+			`{"event": "MIGRATION", "data": {"status": "active"}, "timestamp": {"seconds": 1700000000, "microseconds": 500000}}`,
+			`{"event": "MIGRATION", "data": {"status": "completed"}, "timestamp": {"seconds": 1700000001, "microseconds": 0}}`,
+		},
+	})
+	q, err := Dial(sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Watch()
+	e, ok := q.WaitEvent(MigrationStatus("completed"), 5*time.Second)
+	if !ok || !e.Time().Equal(time.Unix(1700000001, 0)) {
+		t.Fatalf("completed: %+v, %v", e, ok)
+	}
+	if e, ok := q.WaitEvent(func(e Event) bool { return e.Name == "STOP" }, time.Second); !ok || !e.Time().Equal(time.Unix(1700000000, 250000000)) {
+		t.Fatalf("STOP: %+v, %v", e, ok)
+	}
+	start := time.Now()
+	if _, ok := q.WaitEvent(func(e Event) bool { return e.Name == "RESUME" }, 100*time.Millisecond); ok || time.Since(start) > 5*time.Second {
+		t.Fatalf("RESUME found, or not given up in time (%v)", time.Since(start))
+	}
+	q.Close()
+}
