@@ -99,17 +99,21 @@ func candidates() [nTags]candidate {
 
 // The controller's timing.
 const (
-	window      = 100 * time.Millisecond // how often it decides
-	probeEvery  = 50 * time.Millisecond  // how often it samples the candidates
-	probePages  = 16                     // pages per sample
-	costProbes  = 8                      // probes a cost is the least of
-	saturated   = 0.5                    // write-time share at which the link is the limit
-	creepAfter  = time.Second            // without a full link, before the estimate creeps up
-	creep       = 1.02                   // per window
-	hysteresis  = 0.95                   // candidates this close in time per byte are as fast
-	stayCPU     = 1.1                    // the current one stays if as fast and at most this much more CPU
-	ewma        = 0.3                    // weight of a new measurement
-	initialPick = tagLZ4                 // until the first decision
+	window         = 100 * time.Millisecond // how often it decides
+	probeEvery     = 50 * time.Millisecond  // how often it samples the candidates
+	probePages     = 16                     // pages per sample
+	costProbes     = 8                      // probes a cost is the least of
+	saturated      = 0.5                    // write-time share at which the link is the limit
+	creepAfter     = time.Second            // without a full link, before the estimate creeps up
+	creep          = 1.02                   // per window
+	linkDecay      = 0.95                   // per window, of the link's measurements
+	minFullTime    = 0.15                   // seconds of full windows before the link has an estimate
+	hysteresis     = 0.95                   // candidates this close in time per byte are as fast
+	sameBytes      = 1.02                   // candidates this close in ratio send as much
+	stayCPU        = 1.2                    // the current one stays if as good and at most this much more CPU
+	minWindowBytes = 1 << 20                // pages in a window for a CPU measurement
+	ewma           = 0.3                    // weight of a new measurement
+	initialPick    = tagLZ4                 // until the first decision
 )
 
 // Method is the adaptive method. Make one per transfer with [New].
@@ -303,6 +307,29 @@ func (r *receiver) Close() error {
 	return errors.Join(errs...)
 }
 
+// cpuMeter reads the process's CPU time and wait for a CPU.
+type cpuMeter struct {
+	buf             []byte
+	lastRun, lastWt int64
+	primed          bool
+}
+
+// sample returns the CPU seconds run and waited since the last sample;
+// ok is false on the first or where the kernel does not tell.
+func (m *cpuMeter) sample() (run, wait float64, ok bool) {
+	r, w, ok := m.schedstat()
+	if !ok {
+		return 0, 0, false
+	}
+	dr, dw := r-m.lastRun, w-m.lastWt
+	m.lastRun, m.lastWt = r, w
+	if !m.primed || dr < 0 || dw < 0 {
+		m.primed = true
+		return 0, 0, false
+	}
+	return float64(dr) / 1e9, float64(dw) / 1e9, true
+}
+
 // estimate is what the controller knows of one candidate.
 type estimate struct {
 	cost  float64 // seconds per input byte: the least of costs; 0: unknown
@@ -344,13 +371,19 @@ type controller struct {
 	tallies        [nTags]tally
 	winIn, winOut  [nTags]atomic.Int64
 
-	mu        sync.Mutex // the rest
-	start     time.Time  // of the window
-	est       [nTags]estimate
-	link      float64 // bytes per second; 0: not yet full once
-	lastFull  time.Time
-	switches  int
-	lastProbe atomic.Int64 // unix nanoseconds
+	mu       sync.Mutex // the rest
+	start    time.Time  // of the window
+	est      [nTags]estimate
+	link     float64 // bytes per second; 0: not yet full once
+	meter    cpuMeter
+	other    float64 // CPU seconds per input byte besides the method's; 0: unknown
+	share    float64 // of a CPU the process gets while it wants one; 0: unknown
+	lastFull time.Time
+	// decayed bytes and seconds of the windows the link was full, and of
+	// all; boost creeps the estimate up while the link is not full
+	fullW, fullT, allW, allT, boost float64
+	switches                        int
+	lastProbe                       atomic.Int64 // unix nanoseconds
 
 	probeMu  sync.Mutex
 	probes   [nTags]sdk.Sender
@@ -479,32 +512,56 @@ func (c *controller) decide(now time.Time) {
 	w := float64(c.wBytes.Swap(0))
 	busy := float64(c.wNanos.Swap(0)) / 1e9
 	chans := max(int(c.channels.Load()), 1)
-	if w > 0 {
-		rate := w / secs
-		switch {
-		case busy/(float64(chans)*secs) >= saturated:
-			if c.link == 0 {
-				c.link = rate
-			} else {
-				c.link += ewma * (rate - c.link)
-			}
-			c.lastFull = now
-		case c.link > 0 && rate > c.link:
-			c.link = rate
-		case c.link > 0 && now.Sub(c.lastFull) >= creepAfter:
-			c.link *= creep
+	// The link's rate is the bytes over the time of the windows in which
+	// it was full, both decayed over about two seconds, so that a burst
+	// (a token bucket's, buffers filling) is averaged away; the rate of
+	// all windows alike is a lower bound.
+	full := w > 0 && busy/(float64(chans)*secs) >= saturated
+	c.fullW, c.fullT = c.fullW*linkDecay, c.fullT*linkDecay
+	c.allW, c.allT = c.allW*linkDecay+w, c.allT*linkDecay+secs
+	if full {
+		c.fullW += w
+		c.fullT += secs
+		c.lastFull, c.boost = now, 1
+	} else if c.link > 0 && now.Sub(c.lastFull) >= creepAfter {
+		c.boost *= creep
+	}
+	if c.fullT >= minFullTime {
+		c.link = c.fullW / c.fullT * c.boost
+		if all := c.allW / c.allT; all > c.link {
+			c.link = all
 		}
 	}
 	cur := int(c.cur.Load())
+	var inAll int64
 	for tag := range nTags {
 		in, out := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0)
+		inAll += in
 		if e := &c.est[tag]; tag == cur && in > 0 && e.ratio > 0 {
 			e.corr += ewma * (float64(out)/float64(in)/e.ratio - e.corr)
 		}
 	}
-	// The soonest; of those within 5% of it, the one that takes the
-	// least CPU; and the current one while it is among them and takes
-	// at most 10% more CPU than that.
+	// The process's CPU per byte of pages, less the method's own: what
+	// any candidate costs besides itself (reading the source, zero
+	// pages, TLS); and the share of a CPU the process gets when it wants
+	// one (a core shared with the guest's QEMU).
+	if run, wait, ok := c.meter.sample(); ok && inAll >= minWindowBytes && c.est[cur].cost > 0 {
+		other := max(run/float64(inAll)-c.est[cur].cost, 0)
+		share := 1.0
+		if run+wait > 0 {
+			share = max(run/(run+wait), 0.05)
+		}
+		if c.share == 0 {
+			c.other, c.share = other, share
+		} else {
+			c.other += ewma * (other - c.other)
+			c.share += ewma * (share - c.share)
+		}
+	}
+	// The soonest; of those within 5% of it, the ones with the fewest
+	// bytes (within 2%); of those, the one that takes the least CPU. The
+	// current one stays while it is among the soonest and within 2% of
+	// the bytes and 20% of the CPU of that pick.
 	var ts [nTags]float64
 	bestT := 0.0
 	for tag := range nTags {
@@ -517,21 +574,31 @@ func (c *controller) decide(now time.Time) {
 		return // nothing probed yet
 	}
 	near := func(tag int) bool { return ts[tag] > 0 && ts[tag]*hysteresis <= bestT }
+	ratio := func(tag int) float64 { return c.est[tag].ratio * c.est[tag].corr }
+	minR := 0.0
+	for tag := range nTags {
+		if near(tag) && (minR == 0 || ratio(tag) < minR) {
+			minR = ratio(tag)
+		}
+	}
 	pick := -1
 	for tag := range nTags {
-		if near(tag) && (pick < 0 || c.est[tag].cost < c.est[pick].cost) {
+		if near(tag) && ratio(tag) <= minR*sameBytes && (pick < 0 || c.est[tag].cost < c.est[pick].cost) {
 			pick = tag
 		}
 	}
-	if pick != cur && !(near(cur) && c.est[cur].cost <= stayCPU*c.est[pick].cost) {
+	stay := near(cur) && ratio(cur) <= ratio(pick)*sameBytes && c.est[cur].cost <= stayCPU*c.est[pick].cost
+	if pick != cur && !stay {
 		c.cur.Store(int32(pick))
 		c.switches++
 	}
 }
 
 // timePerByte is the model: seconds per byte of guest pages with tag,
-// the slower of compressing (on as many cores as can run channels) and
-// carrying its output; 0 while unknown.
+// the slower of the CPU's part and the link's; 0 while unknown. The
+// CPU's part is the candidate's cost plus the process's other work per
+// byte, on as many CPUs as can run channels, each at the share of a CPU
+// the process gets (without schedstat: the cost alone on whole CPUs).
 func (c *controller) timePerByte(tag, chans int) float64 {
 	e := c.est[tag]
 	if e.cost == 0 {
@@ -543,6 +610,9 @@ func (c *controller) timePerByte(tag, chans int) float64 {
 	}
 	par := float64(min(chans, procs))
 	t := e.cost / par
+	if c.share > 0 {
+		t = (e.cost + c.other) / (par * c.share)
+	}
 	if c.link > 0 {
 		t = max(t, e.ratio*e.corr/c.link)
 	}
