@@ -50,6 +50,7 @@ type options struct {
 	list               bool
 	accel              string
 	profile            string
+	localTCP           bool
 }
 
 func rootCmd() *cobra.Command {
@@ -92,6 +93,7 @@ kernel, busybox and QEMU 10.`,
 	f.IntVar(&o.ram, "ram", 1024, "guest RAM in MiB (64 KiB are added: TCG QEMU loses dirty bits on blocks of a multiple of 64 pages)")
 	f.DurationVar(&o.limit, "limit", 120*time.Second, "a migration still running after this is cancelled and reported not converged")
 	f.StringVar(&o.work, "work", "/dev/shm", "where the runs' RAM files go (two of --ram each)")
+	f.BoolVar(&o.localTCP, "local-tcp", false, "connect each QEMU to its gateway over loopback TCP instead of a unix socket (the gateways' QEMU legs stay on their host either way)")
 	f.StringVar(&o.profile, "profile", "", "write a CPU profile of both gateways of every gateway run into DIR (RUN-gateway-in.prof, RUN-gateway-out.prof; go tool pprof)")
 	f.BoolVar(&o.list, "list", false, "print the runs and exit")
 	f.StringVar(&o.accel, "accel", "auto", "QEMU's accelerator: tcg, kvm, or auto (KVM if a KVM guest boots here, checked with a probe guest, else TCG)")
@@ -275,7 +277,7 @@ func repoRoot() (string, error) {
 
 // setup checks and builds what the runs need.
 func setup(ctx context.Context, root string, o options, scenarios []Scenario) (*Lab, error) {
-	l := &Lab{Root: root, Channels: o.channels, Limit: o.limit, MemKiB: o.ram<<10 + 64, QEMU: map[string]string{}, Log: os.Stderr, Profile: o.profile}
+	l := &Lab{Root: root, Channels: o.channels, Limit: o.limit, MemKiB: o.ram<<10 + 64, QEMU: map[string]string{}, Log: os.Stderr, Profile: o.profile, LocalTCP: o.localTCP}
 	var err error
 	if l.Pagewire, err = filepath.Abs(o.pagewire); err != nil {
 		return nil, err

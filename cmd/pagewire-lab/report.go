@@ -143,8 +143,11 @@ const labDoc = `## What runs
 - **Paths.** *qemu-V-M[-tls]*: QEMU V to QEMU V directly through the link,
   multifd compression M, with QEMU's own TLS (x509, mutual) or without.
   *gw-M*: QEMU 10 -> ` + "`pagewire qemu gateway-in`" + ` -> link -> ` + "`gateway-out`" + ` ->
-  QEMU 10, the QEMU legs on loopback without compression, the link with
-  method M and mutual TLS (the gateways' default).
+  QEMU 10, the QEMU legs without compression on unix sockets (each
+  gateway on its QEMU's host; loopback TCP with --local-tcp), the link
+  with method M and mutual TLS (the gateways' default); *-delta*:
+  gateway-in with a delta cache as large as the workload's memory.
+  Both gateways get --qmp and report their own end-to-end downtime.
 - **CPU models.** *shared*: every process may run on both cores.
   *two-host*: the source side (source QEMU, gateway-in) is pinned to core
   0 and the destination side (destination QEMU, gateway-out) to core 1

@@ -103,6 +103,10 @@ type Lab struct {
 	AccelWhy string // how it was chosen
 	Work     string // a directory for RAM files
 	Profile  string // a directory for the gateways' CPU profiles, or ""
+	// LocalTCP runs the QEMU legs of the gateways (each QEMU to its
+	// gateway, on the same host) over loopback TCP instead of unix
+	// sockets.
+	LocalTCP bool
 	Log      io.Writer
 	certs    certs.Files
 	qemuTLS  string // a directory in QEMU's tls-creds-x509 layout
@@ -491,8 +495,15 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		map[string]any{"capability": "multifd", "state": true},
 		map[string]any{"capability": "events", "state": true},
 	}}
+	// A gateway's QEMU leg stays on its host: a unix socket, unless
+	// LocalTCP.
+	incoming := fmt.Sprintf("tcp:127.0.0.1:%d", dstPort)
+	local := sc.Path.Gateways && !l.LocalTCP
+	if local {
+		incoming = "unix:" + filepath.Join(dir, "dst.mig")
+	}
 	if err := doAll(dq, "destination", "migrate-set-capabilities", caps, "migrate-set-parameters", params,
-		"migrate-incoming", map[string]any{"uri": fmt.Sprintf("tcp:127.0.0.1:%d", dstPort)}); err != nil {
+		"migrate-incoming", map[string]any{"uri": incoming}); err != nil {
 		return err
 	}
 
@@ -500,7 +511,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	target := fmt.Sprintf("127.0.0.1:%d", dstPort)
 	var in, out *proc
 	if sc.Path.Gateways {
-		args := []string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:" + target,
+		args := []string{"qemu", "gateway-out", "--listen", "tcp:127.0.0.1:0", "--to", incoming,
 			"--qmp", strings.TrimSuffix(dstSock, ".qmp") + "-gw.qmp",
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none", "--json", "--progress=false",
 			"--tls-cert", l.certs.ServerCert, "--tls-key", l.certs.ServerKey, "--tls-ca", l.certs.CA}
@@ -522,7 +533,11 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	defer link.Close()
 	migrateTo := "tcp:" + link.Addr().String()
 	if sc.Path.Gateways {
-		args := []string{"qemu", "gateway-in", "--listen", "tcp:127.0.0.1:0", "--to", "tcp:" + link.Addr().String(),
+		listen := "tcp:127.0.0.1:0"
+		if local {
+			listen = "unix:" + filepath.Join(dir, "gw-in.sock")
+		}
+		args := []string{"qemu", "gateway-in", "--listen", listen, "--to", "tcp:" + link.Addr().String(),
 			"--qemu-channels", strconv.Itoa(l.Channels), "--qemu-method", "none",
 			"--channels", strconv.Itoa(l.Channels), "--method", sc.Path.LinkMethod, "--json", "--progress=false",
 			"--qmp", strings.TrimSuffix(srcSock, ".qmp") + "-gw.qmp",

@@ -307,27 +307,26 @@ func (r *receiver) Close() error {
 	return errors.Join(errs...)
 }
 
-// cpuMeter reads the process's CPU time and wait for a CPU.
+// cpuMeter reads the process's CPU time.
 type cpuMeter struct {
-	buf             []byte
-	lastRun, lastWt int64
-	primed          bool
+	last   int64
+	primed bool
 }
 
-// sample returns the CPU seconds run and waited since the last sample;
-// ok is false on the first or where the kernel does not tell.
-func (m *cpuMeter) sample() (run, wait float64, ok bool) {
-	r, w, ok := m.schedstat()
+// sample returns the CPU seconds the process used since the last
+// sample; ok is false on the first or where the system does not tell.
+func (m *cpuMeter) sample() (run float64, ok bool) {
+	r, ok := processCPU()
 	if !ok {
-		return 0, 0, false
+		return 0, false
 	}
-	dr, dw := r-m.lastRun, w-m.lastWt
-	m.lastRun, m.lastWt = r, w
-	if !m.primed || dr < 0 || dw < 0 {
+	d := r - m.last
+	m.last = r
+	if !m.primed || d < 0 {
 		m.primed = true
-		return 0, 0, false
+		return 0, false
 	}
-	return float64(dr) / 1e9, float64(dw) / 1e9, true
+	return float64(d) / 1e9, true
 }
 
 // estimate is what the controller knows of one candidate.
@@ -376,8 +375,8 @@ type controller struct {
 	est      [nTags]estimate
 	link     float64 // bytes per second; 0: not yet full once
 	meter    cpuMeter
-	other    float64 // CPU seconds per input byte besides the method's; 0: unknown
-	share    float64 // of a CPU the process gets while it wants one; 0: unknown
+	other    float64 // CPU seconds per input byte besides the method's
+	cpuKnown bool    // other is measured
 	lastFull time.Time
 	// decayed bytes and seconds of the windows the link was full, and of
 	// all; boost creeps the estimate up while the link is not full
@@ -543,19 +542,13 @@ func (c *controller) decide(now time.Time) {
 	}
 	// The process's CPU per byte of pages, less the method's own: what
 	// any candidate costs besides itself (reading the source, zero
-	// pages, TLS); and the share of a CPU the process gets when it wants
-	// one (a core shared with the guest's QEMU).
-	if run, wait, ok := c.meter.sample(); ok && inAll >= minWindowBytes && c.est[cur].cost > 0 {
+	// pages, TLS).
+	if run, ok := c.meter.sample(); ok && inAll >= minWindowBytes && c.est[cur].cost > 0 {
 		other := max(run/float64(inAll)-c.est[cur].cost, 0)
-		share := 1.0
-		if run+wait > 0 {
-			share = max(run/(run+wait), 0.05)
-		}
-		if c.share == 0 {
-			c.other, c.share = other, share
+		if !c.cpuKnown {
+			c.other, c.cpuKnown = other, true
 		} else {
 			c.other += ewma * (other - c.other)
-			c.share += ewma * (share - c.share)
 		}
 	}
 	// The soonest; of those within 5% of it, the ones with the fewest
@@ -597,8 +590,9 @@ func (c *controller) decide(now time.Time) {
 // timePerByte is the model: seconds per byte of guest pages with tag,
 // the slower of the CPU's part and the link's; 0 while unknown. The
 // CPU's part is the candidate's cost plus the process's other work per
-// byte, on as many CPUs as can run channels, each at the share of a CPU
-// the process gets (without schedstat: the cost alone on whole CPUs).
+// byte, on as many CPUs as can run channels (where the system does not
+// tell the process's CPU time: the cost alone). The probes' wall time
+// already shows a CPU shared with a busy neighbour as a slower method.
 func (c *controller) timePerByte(tag, chans int) float64 {
 	e := c.est[tag]
 	if e.cost == 0 {
@@ -610,8 +604,8 @@ func (c *controller) timePerByte(tag, chans int) float64 {
 	}
 	par := float64(min(chans, procs))
 	t := e.cost / par
-	if c.share > 0 {
-		t = (e.cost + c.other) / (par * c.share)
+	if c.cpuKnown {
+		t = (e.cost + c.other) / par
 	}
 	if c.link > 0 {
 		t = max(t, e.ratio*e.corr/c.link)
@@ -629,6 +623,9 @@ type Report struct {
 	LinkBytesPerSec float64 `json:"link_bytes_per_sec"`
 	// Switches counts the changes of candidate.
 	Switches int `json:"switches"`
+	// OtherCPUPerMB is the process's CPU seconds per MB of pages
+	// besides the method's (0 where unmeasured).
+	OtherCPUPerMB float64 `json:"other_cpu_s_per_mb,omitempty"`
 	// Candidates are the five, in tag order.
 	Candidates []CandidateReport `json:"candidates"`
 }
@@ -645,6 +642,9 @@ type CandidateReport struct {
 	// load); both 0 if never probed.
 	Ratio float64 `json:"ratio"`
 	MBps  float64 `json:"mbps"`
+	// ModelMBps is the throughput of pages the controller last expected
+	// of it (0 if unknown).
+	ModelMBps float64 `json:"model_mbps"`
 }
 
 // Report returns what the method has chosen so far. Any goroutine may
@@ -653,12 +653,15 @@ func (m *Method) Report() Report {
 	c := m.ctl
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := Report{Current: m.cands[c.cur.Load()].name, LinkBytesPerSec: c.link, Switches: c.switches}
+	r := Report{Current: m.cands[c.cur.Load()].name, LinkBytesPerSec: c.link, Switches: c.switches,
+		OtherCPUPerMB: c.other * 1e6}
+	chans := max(int(c.channels.Load()), 1)
 	for tag := range nTags {
 		t := &c.tallies[tag]
 		cr := CandidateReport{Name: m.cands[tag].name, Packets: t.packets.Load(), InBytes: t.in.Load(), OutBytes: t.out.Load()}
 		if e := c.est[tag]; e.cost > 0 {
 			cr.Ratio, cr.MBps = e.ratio*e.corr, 1/e.cost/1e6
+			cr.ModelMBps = 1 / c.timePerByte(tag, chans) / 1e6
 		}
 		r.Candidates = append(r.Candidates, cr)
 	}
