@@ -20,41 +20,25 @@
 // # The controller
 //
 // One controller serves all channels of a [Method]: make one Method per
-// transfer ([New]), as the gateways do. It keeps, for every candidate,
-//
-//   - its cost: seconds per input byte, and its ratio: output bytes per
-//     input byte, both from probes: every 50 ms one channel also
-//     compresses the first 16 pages of its packet with every candidate
-//     (a few per cent of a core at most). The cost is the least of the
-//     last 8 probes, since a probe the scheduler interrupts only looks
-//     slower; the ratio a moving average;
-//   - a correction of the probe's ratio by what the chosen candidate
-//     really produces on its channels' streams (a probe sees 16 pages of
-//     history, the stream megabytes).
-//
-// and of the link, from the time each write takes ([core.WriteObserver]):
-// in a 100 ms window where the channels spent at least half their time
-// blocked in writes, the link is the limit and its rate is the bytes
-// written over the window; otherwise the rate written is only a lower
-// bound, and after a second without a full link the estimate creeps up
-// by 2% a window so that a faster link is found again.
-//
-// Every 100 ms it models each candidate's throughput of guest pages,
-// min(P/cost, link/ratio), P being the channels that can compress at
-// once (channels, at most GOMAXPROCS). Of the candidates within 5% of
-// the fastest it picks the one that takes the least CPU, and keeps the
-// current one while it is among them and takes at most 10% more CPU.
-// Before the link has been full once, the link is taken as unbounded.
-// Deltas (a [core.SenderConfig] DeltaCache) are chosen per page by the
-// engine, before this method sees the rest.
+// transfer ([New]), as the gateways do. Every 100 ms it models each
+// candidate's time per byte of pages as the slower of its CPU part
+// (its probed cost, scaled by what the chosen candidate really takes,
+// plus the process's other CPU work per byte, over the cores that can
+// compress) and its link part (ratio over the link's rate, measured in
+// windows where the writes blocked), and picks among the fastest the
+// one that sends the fewest bytes, then the least CPU. Probes: every
+// 200 ms one channel also compresses 16 pages with every candidate.
+// docs/auto.md has the whole of it.
 //
 // [Method.Report] says what it chose: packets and bytes per candidate,
 // its estimates, the link it measured and how often it switched.
+// PAGEWIRE_AUTO_TRACE=1 prints every window's figures on stderr.
 package auto
 
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -65,6 +49,10 @@ import (
 	"github.com/pagewire/pagewire/plugins/zstd"
 	"github.com/pagewire/pagewire/sdk"
 )
+
+// trace is PAGEWIRE_AUTO_TRACE=1: every window's measurements and
+// model on stderr.
+var trace = os.Getenv("PAGEWIRE_AUTO_TRACE") == "1"
 
 // Flag is the method's value in a packet's flags.
 const Flag = 0x38
@@ -100,9 +88,9 @@ func candidates() [nTags]candidate {
 // The controller's timing.
 const (
 	window         = 100 * time.Millisecond // how often it decides
-	probeEvery     = 50 * time.Millisecond  // how often it samples the candidates
+	probeEvery     = 200 * time.Millisecond // how often it samples the candidates
 	probePages     = 16                     // pages per sample
-	costProbes     = 8                      // probes a cost is the least of
+	costProbes     = 8                      // probes a cost is the median of
 	saturated      = 0.5                    // write-time share at which the link is the limit
 	creepAfter     = time.Second            // without a full link, before the estimate creeps up
 	creep          = 1.02                   // per window
@@ -113,7 +101,7 @@ const (
 	stayCPU        = 1.2                    // the current one stays if as good and at most this much more CPU
 	minWindowBytes = 1 << 20                // pages in a window for a CPU measurement
 	ewma           = 0.3                    // weight of a new measurement
-	initialPick    = tagLZ4                 // until the first decision
+	initialPick    = tagRaw                 // until the first decision
 )
 
 // Method is the adaptive method. Make one per transfer with [New].
@@ -199,8 +187,8 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	if s.done {
 		return dst, errClosed
 	}
+	s.ctl.tick(time.Now(), p, s.o)
 	now := time.Now()
-	s.ctl.tick(now, p, s.o)
 	tag := s.ctl.pick(p)
 	start := len(dst)
 	dst = append(dst, byte(tag))
@@ -221,7 +209,7 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 			return dst, fmt.Errorf("auto: %s: %w", s.ctl.cands[tag].name, err)
 		}
 	}
-	s.ctl.sent(tag, in, len(dst)-start)
+	s.ctl.sent(tag, in, len(dst)-start, time.Since(now))
 	return dst, nil
 }
 
@@ -331,25 +319,33 @@ func (m *cpuMeter) sample() (run float64, ok bool) {
 
 // estimate is what the controller knows of one candidate.
 type estimate struct {
-	cost  float64 // seconds per input byte: the least of costs; 0: unknown
+	cost  float64 // seconds per input byte: the median of costs; 0: unknown
 	costs [costProbes]float64
 	next  int
 	ratio float64 // output bytes per input byte, from probes
 	corr  float64 // the streams' ratio over the probes', while chosen
 }
 
-// addCost records a probe's seconds per byte. A probe the scheduler
-// interrupted only looks slower, so the estimate is the least of the
-// last few.
+// addCost records a probe's seconds per byte; the estimate is the
+// median of the last few.
 func (e *estimate) addCost(c float64) {
 	e.costs[e.next] = c
 	e.next = (e.next + 1) % costProbes
-	e.cost = 0
-	for _, v := range e.costs {
-		if v > 0 && (e.cost == 0 || v < e.cost) {
-			e.cost = v
+	// The median of the probes so far: an interrupted probe is an
+	// outlier above, an easy sample (zeros, repeats) one below.
+	var v [costProbes]float64
+	n := 0
+	for _, x := range e.costs {
+		if x > 0 {
+			i := n
+			for ; i > 0 && v[i-1] > x; i-- {
+				v[i] = v[i-1]
+			}
+			v[i] = x
+			n++
 		}
 	}
+	e.cost = v[n/2]
 }
 
 // tally is what one candidate sent.
@@ -369,6 +365,7 @@ type controller struct {
 	wBytes, wNanos atomic.Int64
 	tallies        [nTags]tally
 	winIn, winOut  [nTags]atomic.Int64
+	winNanos       [nTags]atomic.Int64 // in Prepare, probes and decisions included
 
 	mu       sync.Mutex // the rest
 	start    time.Time  // of the window
@@ -377,12 +374,15 @@ type controller struct {
 	meter    cpuMeter
 	other    float64 // CPU seconds per input byte besides the method's
 	cpuKnown bool    // other is measured
-	lastFull time.Time
-	// decayed bytes and seconds of the windows the link was full, and of
-	// all; boost creeps the estimate up while the link is not full
-	fullW, fullT, allW, allT, boost float64
-	switches                        int
-	lastProbe                       atomic.Int64 // unix nanoseconds
+	// costScale is the chosen candidate's real cost over its probed one
+	// (0: not yet measured)
+	costScale float64
+	lastFull  time.Time
+	// decayed bytes and seconds of the windows the link was full; boost
+	// creeps the estimate up while the link is not full
+	fullW, fullT, boost float64
+	switches            int
+	lastProbe           atomic.Int64 // unix nanoseconds
 
 	probeMu  sync.Mutex
 	probes   [nTags]sdk.Sender
@@ -399,7 +399,8 @@ func (c *controller) pick(p *sdk.Packet) int {
 }
 
 // sent records one packet of tag: in bytes of pages, out of payload.
-func (c *controller) sent(tag, in, out int) {
+func (c *controller) sent(tag, in, out int, took time.Duration) {
+	c.winNanos[tag].Add(int64(took))
 	t := &c.tallies[tag]
 	t.packets.Add(1)
 	t.in.Add(uint64(in))
@@ -513,11 +514,11 @@ func (c *controller) decide(now time.Time) {
 	chans := max(int(c.channels.Load()), 1)
 	// The link's rate is the bytes over the time of the windows in which
 	// it was full, both decayed over about two seconds, so that a burst
-	// (a token bucket's, buffers filling) is averaged away; the rate of
-	// all windows alike is a lower bound.
+	// (a token bucket's, buffers filling) is averaged away. A window
+	// that was not full says nothing: megabytes of socket buffers on the
+	// way can take a burst far above the link's rate.
 	full := w > 0 && busy/(float64(chans)*secs) >= saturated
 	c.fullW, c.fullT = c.fullW*linkDecay, c.fullT*linkDecay
-	c.allW, c.allT = c.allW*linkDecay+w, c.allT*linkDecay+secs
 	if full {
 		c.fullW += w
 		c.fullT += secs
@@ -527,24 +528,40 @@ func (c *controller) decide(now time.Time) {
 	}
 	if c.fullT >= minFullTime {
 		c.link = c.fullW / c.fullT * c.boost
-		if all := c.allW / c.allT; all > c.link {
-			c.link = all
-		}
+	}
+	if trace {
+		fmt.Fprintf(os.Stderr, "auto: window %.0f ms: %.1f MB written (%.0f MB/s), writes blocked %.0f%% of channel time, full %v; link %.0f MB/s; other CPU %.2f ns/B\n",
+			secs*1e3, w/1e6, w/secs/1e6, 100*busy/(float64(chans)*secs), full, c.link/1e6, c.other*1e9)
 	}
 	cur := int(c.cur.Load())
-	var inAll int64
+	var inAll, inCur int64
+	var nanosCur int64
 	for tag := range nTags {
-		in, out := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0)
+		in, out, nanos := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0), c.winNanos[tag].Swap(0)
 		inAll += in
+		if tag == cur {
+			inCur, nanosCur = in, nanos
+		}
 		if e := &c.est[tag]; tag == cur && in > 0 && e.ratio > 0 {
 			e.corr += ewma * (float64(out)/float64(in)/e.ratio - e.corr)
+		}
+	}
+	// The probes' costs, scaled by what the chosen candidate really
+	// took on the channels over what its probes say (a probe sees a few
+	// pages, cold; the channels the whole stream, under the same load).
+	if e := c.est[cur]; inCur >= minWindowBytes && e.cost > 0 && nanosCur > 0 {
+		scale := float64(nanosCur) / 1e9 / float64(inCur) / e.cost
+		if c.costScale == 0 {
+			c.costScale = scale
+		} else {
+			c.costScale += ewma * (scale - c.costScale)
 		}
 	}
 	// The process's CPU per byte of pages, less the method's own: what
 	// any candidate costs besides itself (reading the source, zero
 	// pages, TLS).
 	if run, ok := c.meter.sample(); ok && inAll >= minWindowBytes && c.est[cur].cost > 0 {
-		other := max(run/float64(inAll)-c.est[cur].cost, 0)
+		other := max(run/float64(inAll)-c.cost(cur), 0)
 		if !c.cpuKnown {
 			c.other, c.cpuKnown = other, true
 		} else {
@@ -581,10 +598,27 @@ func (c *controller) decide(now time.Time) {
 		}
 	}
 	stay := near(cur) && ratio(cur) <= ratio(pick)*sameBytes && c.est[cur].cost <= stayCPU*c.est[pick].cost
+	if trace {
+		for tag := range nTags {
+			fmt.Fprintf(os.Stderr, "auto:   %-7s %6.0f MB/s modelled, ratio %.3f, %5.0f MB/s probed (x%.2f)\n", c.cands[tag].name, 1/ts[tag]/1e6, ratio(tag), 1/c.est[tag].cost/1e6, c.costScale)
+		}
+	}
 	if pick != cur && !stay {
 		c.cur.Store(int32(pick))
 		c.switches++
+		if trace {
+			fmt.Fprintf(os.Stderr, "auto: %s -> %s\n", c.cands[cur].name, c.cands[pick].name)
+		}
 	}
+}
+
+// cost is tag's seconds per byte: its probes', scaled by the chosen
+// candidate's real over its probed.
+func (c *controller) cost(tag int) float64 {
+	if c.costScale == 0 {
+		return c.est[tag].cost
+	}
+	return c.est[tag].cost * c.costScale
 }
 
 // timePerByte is the model: seconds per byte of guest pages with tag,
@@ -603,9 +637,9 @@ func (c *controller) timePerByte(tag, chans int) float64 {
 		procs = runtime.GOMAXPROCS(0)
 	}
 	par := float64(min(chans, procs))
-	t := e.cost / par
+	t := c.cost(tag) / par
 	if c.cpuKnown {
-		t = (e.cost + c.other) / par
+		t = (c.cost(tag) + c.other) / par
 	}
 	if c.link > 0 {
 		t = max(t, e.ratio*e.corr/c.link)

@@ -169,15 +169,16 @@ func TestBadPayloads(t *testing.T) {
 }
 
 // TestLevelRefused: auto picks its own levels.
-// TestCostIsLeast: one interrupted probe does not make a candidate look
-// slow; the estimate is the least of the last 8.
-func TestCostIsLeast(t *testing.T) {
+// TestCostIsMedian: one interrupted probe (far above) or one easy
+// sample (far below) does not move a candidate's cost; it is the median
+// of the last 8.
+func TestCostIsMedian(t *testing.T) {
 	var e estimate
-	for _, c := range []float64{2e-9, 2e-9, 900e-9, 3e-9} {
+	for _, c := range []float64{2e-9, 3e-9, 900e-9, 0.01e-9, 2.5e-9} {
 		e.addCost(c)
 	}
-	if e.cost != 2e-9 {
-		t.Fatalf("cost %g, want 2e-9", e.cost)
+	if e.cost != 2.5e-9 {
+		t.Fatalf("cost %g, want 2.5e-9", e.cost)
 	}
 	for range costProbes {
 		e.addCost(5e-9)
