@@ -91,6 +91,12 @@ type (
 // every write (package plugins/auto uses it).
 type WriteObserver = engine.WriteObserver
 
+// RawSender is an optional interface of a method's channel sender that
+// sends some packets as a prefix and the pages themselves, which the
+// engine then writes straight from memory, as for nocomp (package
+// plugins/auto's raw choice).
+type RawSender = engine.RawSender
+
 // Stats describes a transfer: pages, bytes on the wire, time, per channel.
 type Stats = engine.Stats
 

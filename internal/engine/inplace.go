@@ -27,6 +27,16 @@ type WriteObserver interface {
 	Wrote(n int, d time.Duration)
 }
 
+// RawSender is an optional interface of a method's [sdk.Sender] that
+// sends some packets as their pages: if RawPrefix returns true, the
+// engine writes prefix, then the packet's pages straight from memory as
+// a raw method's are (no copy), and does not call Prepare for the
+// packet; otherwise it calls Prepare as usual. The payload on the wire
+// is the prefix followed by the pages.
+type RawSender interface {
+	RawPrefix(p *sdk.Packet) (prefix []byte, ok bool)
+}
+
 // InPlaceReceiver is an optional interface of a method's [sdk.Receiver]
 // that decodes payloads from memory of its own. For a payload of n bytes
 // the engine asks RecvBuffer(n) where to read it; if that returns n bytes

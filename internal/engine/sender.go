@@ -274,6 +274,7 @@ type sendChan struct {
 	m       sdk.Sender
 	inPlace InPlaceSender // m, if it is one
 	obs     WriteObserver // m, if it is one
+	raw     RawSender     // m, if it is one
 	busy    atomic.Bool
 	work    chan struct{}
 	pkt     *sendPacket
@@ -468,13 +469,14 @@ func (s *Sender) openChannels(ctx context.Context, d Dialer, deadline time.Time)
 		c.m = m
 		c.inPlace, _ = m.(InPlaceSender)
 		c.obs, _ = m.(WriteObserver)
+		c.raw, _ = m.(RawSender)
 		if st, ok := m.(Stopper); ok {
 			context.AfterFunc(s.ctx, st.Stop) // s.ctx ends with the transfer
 		}
 		c.hdr = make([]byte, 0, wire.RAMHeaderSize(s.cfg.PacketPages))
 		c.offs = make([]uint64, 0, s.cfg.PacketPages)
 		c.zeros = make([]uint64, 0, s.cfg.PacketPages)
-		c.vec = make([][]byte, 0, s.cfg.PacketPages+1)
+		c.vec = make([][]byte, 0, s.cfg.PacketPages+5) // header, prefix, pages, a delta packet
 		c.sp.Pages = make([][]byte, 0, s.cfg.PacketPages)
 	}
 	return nil
@@ -1029,6 +1031,14 @@ func (c *sendChan) prepareRAM(p *sendPacket) error {
 			c.sp.Pages = append(c.sp.Pages, data[off:off+ps:off+ps])
 		}
 		c.sp.Seq = c.seq
+		if c.raw != nil {
+			if prefix, ok := c.raw.RawPrefix(&c.sp); ok {
+				c.rh.NextPacketSize = uint32(len(prefix)) + uint32(normal)*uint32(ps)
+				c.vec = append(c.vec, prefix)
+				c.vec = append(c.vec, c.sp.Pages...)
+				break
+			}
+		}
 		var out []byte
 		var err error
 		if c.inPlace != nil {

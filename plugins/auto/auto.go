@@ -163,11 +163,36 @@ func (m *Method) NewReceiver(ch int, o sdk.Options) (sdk.Receiver, error) {
 // sender is one channel's end: a sender per tag, made when the tag is
 // first chosen and kept, since each is a stream.
 type sender struct {
-	ctl  *controller
-	o    sdk.Options
-	ch   int
-	subs [nTags]sdk.Sender
-	done bool
+	ctl     *controller
+	o       sdk.Options
+	ch      int
+	subs    [nTags]sdk.Sender
+	done    bool
+	picked  int  // RawPrefix's choice for the Prepare that follows
+	hasPick bool // picked is set
+}
+
+// rawTag is the prefix of a raw payload.
+var rawTag = [1]byte{tagRaw}
+
+// RawPrefix implements [core.RawSender]: a packet that goes raw is the
+// tag, then its pages written from memory, not copied.
+func (s *sender) RawPrefix(p *sdk.Packet) ([]byte, bool) {
+	if s.done {
+		return nil, false // Prepare reports it
+	}
+	s.ctl.tick(time.Now(), p, s.o)
+	tag := s.ctl.pick(p)
+	if tag != tagRaw {
+		s.picked, s.hasPick = tag, true
+		return nil, false
+	}
+	in := 0
+	for _, pg := range p.Pages {
+		in += len(pg)
+	}
+	s.ctl.sent(tagRaw, in, in+len(rawTag), 0)
+	return rawTag[:], true
 }
 
 func (s *sender) sub(tag int) (sdk.Sender, error) {
@@ -187,9 +212,14 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 	if s.done {
 		return dst, errClosed
 	}
-	s.ctl.tick(time.Now(), p, s.o)
+	var tag int
+	if s.hasPick {
+		tag, s.hasPick = s.picked, false
+	} else {
+		s.ctl.tick(time.Now(), p, s.o)
+		tag = s.ctl.pick(p)
+	}
 	now := time.Now()
-	tag := s.ctl.pick(p)
 	start := len(dst)
 	dst = append(dst, byte(tag))
 	in := 0
