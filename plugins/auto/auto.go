@@ -101,7 +101,7 @@ const (
 	stayCPU        = 1.2                    // the current one stays if as good and at most this much more CPU
 	minWindowBytes = 1 << 20                // pages in a window for a CPU measurement
 	ewma           = 0.3                    // weight of a new measurement
-	initialPick    = tagRaw                 // until the first decision
+	initialPick    = tagLZ4                 // until the first decision: cheap, and half the bytes
 )
 
 // Method is the adaptive method. Make one per transfer with [New].
