@@ -41,12 +41,10 @@
 // The link neither loses, duplicates nor reorders data, and it is a TCP
 // proxy, not a packet link: each connection is two TCP connections, and
 // connection setup and teardown take no link time. The kernel socket
-// buffers of the endpoints (several MB each on loopback) still exist
-// outside the model: a sender can write that much more than the link
-// holds before it blocks, and that data is seen by the link only when
-// the proxy reads it. With a limited rate, [Listen] keeps the proxy's
-// own receive buffer, which sits before the emulated bottleneck, to 4 ms
-// of link time (at least 64 KiB). Timing rests on the Go timers and scheduler
+// buffers of the endpoints and of the proxy (several MB each on loopback)
+// still exist outside the model: a sender can write that much more than
+// the link holds before it blocks, and that data is seen by the link only
+// when the proxy reads it. Timing rests on the Go timers and scheduler
 // of a possibly loaded machine, usually right to within a fraction of a
 // millisecond: a proxy goroutine late by more than Buffer leaves the link
 // idle meanwhile, which lowers the rate.
@@ -59,7 +57,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -167,34 +164,7 @@ func Listen(addr, target string, cfg Config) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Rate > 0 {
-		// The proxy's kernel receive buffer sits before the emulated
-		// bottleneck, where a real path has only a router's queue: keep
-		// it to a few milliseconds of link time, so that a sender does
-		// not see megabytes vanish at memory speed (the accepted
-		// connections inherit it; autotuning is then off).
-		shallowReadBuffer(ln, int(max(cfg.Rate/8*int64(kernelQueue)/int64(time.Second), 64<<10)))
-	}
 	return New(ln, target, cfg)
-}
-
-// kernelQueue is the link time the proxy's receive buffer holds.
-const kernelQueue = 4 * time.Millisecond
-
-// shallowReadBuffer sets SO_RCVBUF on ln's socket; a hint, errors are
-// ignored.
-func shallowReadBuffer(ln net.Listener, n int) {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) {
-		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
-	})
 }
 
 // New returns a link that accepts connections on ln and forwards each to
