@@ -22,9 +22,8 @@
 // One controller serves all channels of a [Method]: make one Method per
 // transfer ([New]), as the gateways do. Every 100 ms it models each
 // candidate's time per byte of pages as the slower of its CPU part
-// (its probed cost, scaled by what the chosen candidate really takes,
-// plus the process's other CPU work per byte, over the cores that can
-// compress) and its link part (ratio over the link's rate, measured in
+// (its probed cost plus the process's other CPU work per byte, over the
+// cores that can compress) and its link part (ratio over the link's rate, measured in
 // windows where the writes blocked), and picks among the fastest the
 // one that sends the fewest bytes, then the least CPU. Probes: every
 // 200 ms one channel also compresses 16 pages with every candidate.
@@ -191,7 +190,7 @@ func (s *sender) RawPrefix(p *sdk.Packet) ([]byte, bool) {
 	for _, pg := range p.Pages {
 		in += len(pg)
 	}
-	s.ctl.sent(tagRaw, in, in+len(rawTag), 0)
+	s.ctl.sent(tagRaw, in, in+len(rawTag))
 	return rawTag[:], true
 }
 
@@ -219,7 +218,6 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 		s.ctl.tick(time.Now(), p, s.o)
 		tag = s.ctl.pick(p)
 	}
-	now := time.Now()
 	start := len(dst)
 	dst = append(dst, byte(tag))
 	in := 0
@@ -239,7 +237,7 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 			return dst, fmt.Errorf("auto: %s: %w", s.ctl.cands[tag].name, err)
 		}
 	}
-	s.ctl.sent(tag, in, len(dst)-start, time.Since(now))
+	s.ctl.sent(tag, in, len(dst)-start)
 	return dst, nil
 }
 
@@ -395,7 +393,6 @@ type controller struct {
 	wBytes, wNanos atomic.Int64
 	tallies        [nTags]tally
 	winIn, winOut  [nTags]atomic.Int64
-	winNanos       [nTags]atomic.Int64 // in Prepare, probes and decisions included
 
 	mu       sync.Mutex // the rest
 	start    time.Time  // of the window
@@ -404,10 +401,7 @@ type controller struct {
 	meter    cpuMeter
 	other    float64 // CPU seconds per input byte besides the method's
 	cpuKnown bool    // other is measured
-	// costScale is the chosen candidate's real cost over its probed one
-	// (0: not yet measured)
-	costScale float64
-	lastFull  time.Time
+	lastFull time.Time
 	// decayed bytes and seconds of the windows the link was full; boost
 	// creeps the estimate up while the link is not full
 	fullW, fullT, boost float64
@@ -429,8 +423,7 @@ func (c *controller) pick(p *sdk.Packet) int {
 }
 
 // sent records one packet of tag: in bytes of pages, out of payload.
-func (c *controller) sent(tag, in, out int, took time.Duration) {
-	c.winNanos[tag].Add(int64(took))
+func (c *controller) sent(tag, in, out int) {
 	t := &c.tallies[tag]
 	t.packets.Add(1)
 	t.in.Add(uint64(in))
@@ -564,27 +557,12 @@ func (c *controller) decide(now time.Time) {
 			secs*1e3, w/1e6, w/secs/1e6, 100*busy/(float64(chans)*secs), full, c.link/1e6, c.other*1e9)
 	}
 	cur := int(c.cur.Load())
-	var inAll, inCur int64
-	var nanosCur int64
+	var inAll int64
 	for tag := range nTags {
-		in, out, nanos := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0), c.winNanos[tag].Swap(0)
+		in, out := c.winIn[tag].Swap(0), c.winOut[tag].Swap(0)
 		inAll += in
-		if tag == cur {
-			inCur, nanosCur = in, nanos
-		}
 		if e := &c.est[tag]; tag == cur && in > 0 && e.ratio > 0 {
 			e.corr += ewma * (float64(out)/float64(in)/e.ratio - e.corr)
-		}
-	}
-	// The probes' costs, scaled by what the chosen candidate really
-	// took on the channels over what its probes say (a probe sees a few
-	// pages, cold; the channels the whole stream, under the same load).
-	if e := c.est[cur]; inCur >= minWindowBytes && e.cost > 0 && nanosCur > 0 {
-		scale := float64(nanosCur) / 1e9 / float64(inCur) / e.cost
-		if c.costScale == 0 {
-			c.costScale = scale
-		} else {
-			c.costScale += ewma * (scale - c.costScale)
 		}
 	}
 	// The process's CPU per byte of pages, less the method's own: what
@@ -630,7 +608,7 @@ func (c *controller) decide(now time.Time) {
 	stay := near(cur) && ratio(cur) <= ratio(pick)*sameBytes && c.est[cur].cost <= stayCPU*c.est[pick].cost
 	if trace {
 		for tag := range nTags {
-			fmt.Fprintf(os.Stderr, "auto:   %-7s %6.0f MB/s modelled, ratio %.3f, %5.0f MB/s probed (x%.2f)\n", c.cands[tag].name, 1/ts[tag]/1e6, ratio(tag), 1/c.est[tag].cost/1e6, c.costScale)
+			fmt.Fprintf(os.Stderr, "auto:   %-7s %6.0f MB/s modelled, ratio %.3f, %5.0f MB/s probed\n", c.cands[tag].name, 1/ts[tag]/1e6, ratio(tag), 1/c.est[tag].cost/1e6)
 		}
 	}
 	if pick != cur && !stay {
@@ -642,14 +620,10 @@ func (c *controller) decide(now time.Time) {
 	}
 }
 
-// cost is tag's seconds per byte: its probes', scaled by the chosen
-// candidate's real over its probed.
-func (c *controller) cost(tag int) float64 {
-	if c.costScale == 0 {
-		return c.est[tag].cost
-	}
-	return c.est[tag].cost * c.costScale
-}
+// cost is tag's seconds per byte, as probed. (Scaling it by the time
+// the chosen candidate takes in the channels overcounts: channels that
+// share a CPU each count the others' turns as their own.)
+func (c *controller) cost(tag int) float64 { return c.est[tag].cost }
 
 // timePerByte is the model: seconds per byte of guest pages with tag,
 // the slower of the CPU's part and the link's; 0 while unknown. The
