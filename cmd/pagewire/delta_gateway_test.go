@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/lab/guest"
+	iqmp "github.com/pagewire/pagewire/internal/qmp"
 	"github.com/pagewire/pagewire/plugins/auto"
 )
 
@@ -103,14 +104,14 @@ func TestGatewayDeltaPages(t *testing.T) {
 			if err := json.Unmarshal(g.out.stdout.Bytes(), &out); err != nil || out.E2E == nil {
 				t.Fatalf("gateway-out's summary has no end-to-end downtime (%v): %s\n%s", err, g.out.stdout.String(), g.out.stderr)
 			}
-			stop, ok1 := g.srcQMP.event(true, func(e qmpEvent) bool { return e.Name == "STOP" })
-			done, ok2 := g.dstQMP.event(false, func(e qmpEvent) bool {
+			stop, ok1 := g.srcQMP.event(true, func(e iqmp.Event) bool { return e.Name == "STOP" })
+			done, ok2 := g.dstQMP.event(false, func(e iqmp.Event) bool {
 				return e.Name == "MIGRATION" && strings.Contains(string(e.Data), `"completed"`)
 			})
 			if !ok1 || !ok2 {
 				t.Fatalf("the test saw no STOP on the source (%v) or no MIGRATION completed on the destination (%v)", ok1, ok2)
 			}
-			want := done.time().Sub(stop.time())
+			want := done.Time().Sub(stop.Time())
 			if d := time.Duration(*out.E2E)*time.Millisecond - want; d < -20*time.Millisecond || d > 20*time.Millisecond {
 				t.Errorf("gateway-out's end-to-end downtime %d ms, the QMP events say %v", *out.E2E, want)
 			}

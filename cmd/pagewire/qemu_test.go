@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/pagegen"
+	iqmp "github.com/pagewire/pagewire/internal/qmp"
 )
 
 // qmp is a minimal QMP client for driving a QEMU the test started. It
@@ -20,27 +21,13 @@ import (
 type qmp struct {
 	c      net.Conn
 	r      *bufio.Reader
-	events []qmpEvent
-}
-
-// qmpEvent is an event with QEMU's timestamp.
-type qmpEvent struct {
-	Name      string          `json:"event"`
-	Data      json.RawMessage `json:"data"`
-	Timestamp struct {
-		Seconds      int64 `json:"seconds"`
-		Microseconds int64 `json:"microseconds"`
-	} `json:"timestamp"`
-}
-
-func (e qmpEvent) time() time.Time {
-	return time.Unix(e.Timestamp.Seconds, e.Timestamp.Microseconds*1000)
+	events []iqmp.Event
 }
 
 // event returns the first (or the last) event read so far for which
 // match is true.
-func (q *qmp) event(last bool, match func(qmpEvent) bool) (qmpEvent, bool) {
-	var found qmpEvent
+func (q *qmp) event(last bool, match func(iqmp.Event) bool) (iqmp.Event, bool) {
+	var found iqmp.Event
 	ok := false
 	for _, e := range q.events {
 		if match(e) {
@@ -102,7 +89,7 @@ func (q *qmp) do(t testing.TB, cmd string, args any) json.RawMessage {
 			t.Fatalf("QMP %s: %v: %s", cmd, err, line)
 		}
 		if resp.Event != "" {
-			var e qmpEvent
+			var e iqmp.Event
 			if json.Unmarshal(line, &e) == nil {
 				q.events = append(q.events, e)
 			}
