@@ -152,7 +152,10 @@ predates delta pages refuses the link at its start.`,
 					return err
 				}
 				defer q.Close()
-				g.Stopped = func() time.Time { return lastStop(q) }
+				// Asked as the stream ends, before its tail goes on: no
+				// waiting there (a guest paused before the migration
+				// has no STOP to come, and the tail would wait for it).
+				g.Stopped = func() time.Time { return lastStop(q, 0) }
 			}
 			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
@@ -162,7 +165,7 @@ predates delta pages refuses the link at its start.`,
 					sum.Auto = &r
 				}
 				if q != nil {
-					if t := lastStop(q); !t.IsZero() {
+					if t := lastStop(q, stopWait); !t.IsZero() {
 						sum.SourceStopped = t.UTC().Format(time.RFC3339Nano)
 					}
 				}
@@ -341,10 +344,9 @@ func watchQMP(sock, whose string) (*qmp.Client, error) {
 }
 
 // lastStop returns the time of the source's last STOP event, waiting up
-// to stopWait for one: the event is written as the guest stops, and may
-// still be on its way when the stream ends.
-func lastStop(q *qmp.Client) time.Time {
-	if _, ok := q.WaitEvent(func(e qmp.Event) bool { return e.Name == "STOP" }, stopWait); !ok {
+// to wait for one.
+func lastStop(q *qmp.Client, wait time.Duration) time.Time {
+	if _, ok := q.WaitEvent(func(e qmp.Event) bool { return e.Name == "STOP" }, wait); !ok {
 		return time.Time{}
 	}
 	var t time.Time
@@ -356,8 +358,8 @@ func lastStop(q *qmp.Client) time.Time {
 	return t
 }
 
-// stopWait bounds the wait for the source's STOP event, and
-// completedWait for the destination's MIGRATION completed.
+// stopWait bounds the wait for the source's STOP event for the summary,
+// and completedWait for the destination's MIGRATION completed.
 const (
 	stopWait      = 2 * time.Second
 	completedWait = 30 * time.Second

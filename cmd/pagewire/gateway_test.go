@@ -217,7 +217,9 @@ func waitMigration(t testing.TB, q *qmp, within time.Duration) (string, string) 
 // zstd out compressed by the C-built zstd-c.wasm (its stream of frames,
 // see plugins/zstd-c/shim.c, into QEMU's own decoder). The destination
 // completes, its RAM file is byte-identical to the source's, and it runs
-// on 'cont'.
+// on 'cont'. One case gives both gateways --qmp: a paused source sends
+// no STOP, so gateway-out says it has no end-to-end downtime, and
+// gateway-in does not wait for the event before the stream's tail.
 func TestGateway(t *testing.T) {
 	wasmZstd := buildWasm(t)
 	cdir := t.TempDir()
@@ -232,6 +234,7 @@ func TestGateway(t *testing.T) {
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			g := newRig(t, c)
+			g.gwQMP = name == "none-4/link-lz4-3"
 			inAddr := g.gateways(t, c, g.serverTLS(), g.clientTLS(), func(a string) string { return a })
 			g.srcQMP.do(t, "migrate", map[string]any{"uri": inAddr})
 			if st, desc := waitMigration(t, g.srcQMP, 90*time.Second); st != "completed" {
@@ -240,6 +243,14 @@ func TestGateway(t *testing.T) {
 			for _, p := range []*proc{g.in, g.out} {
 				if code := p.wait(t); code != 0 {
 					t.Fatalf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
+				}
+			}
+			if g.gwQMP {
+				if want := "no end-to-end downtime: gateway-in did not say when the source stopped"; !strings.Contains(g.out.stderr.String(), want) {
+					t.Errorf("gateway-out's stderr does not say %q: %s", want, g.out.stderr)
+				}
+				if strings.Contains(g.out.stdout.String(), "e2e_downtime_ms") {
+					t.Errorf("gateway-out reports a downtime it cannot know: %s", g.out.stdout.String())
 				}
 			}
 			if st, desc := waitMigration(t, g.dstQMP, 30*time.Second); st != "completed" {

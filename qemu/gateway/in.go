@@ -53,7 +53,8 @@ type In struct {
 	// Stopped, when set, returns when the source QEMU stopped its guest
 	// for the migration's last round (its STOP event's timestamp), or
 	// zero if that is not known. Run calls it once the source's stream
-	// has ended and sends the time to the Out, where
+	// has ended, before the stream's tail goes on (so it must not wait),
+	// and sends the time to the Out, where
 	// [Out.SourceStopped] has it for the end-to-end downtime. It needs
 	// an Out of the same release: an older one refuses the message.
 	Stopped func() time.Time
