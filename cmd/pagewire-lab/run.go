@@ -673,7 +673,7 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	if stop, ok := sq.First("STOP"); ok {
 		end := dstDone
 		for _, e := range dq.Events() {
-			if e.Name == "MIGRATION" && strings.Contains(string(e.Data), `"completed"`) {
+			if qmp.MigrationStatus("completed")(e) {
 				end = e.Time()
 			}
 		}

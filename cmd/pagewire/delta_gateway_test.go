@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -105,9 +104,7 @@ func TestGatewayDeltaPages(t *testing.T) {
 				t.Fatalf("gateway-out's summary has no end-to-end downtime (%v): %s\n%s", err, g.out.stdout.String(), g.out.stderr)
 			}
 			stop, ok1 := g.srcQMP.event(true, func(e iqmp.Event) bool { return e.Name == "STOP" })
-			done, ok2 := g.dstQMP.event(false, func(e iqmp.Event) bool {
-				return e.Name == "MIGRATION" && strings.Contains(string(e.Data), `"completed"`)
-			})
+			done, ok2 := g.dstQMP.event(false, iqmp.MigrationStatus("completed"))
 			if !ok1 || !ok2 {
 				t.Fatalf("the test saw no STOP on the source (%v) or no MIGRATION completed on the destination (%v)", ok1, ok2)
 			}

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/plugins/lz4"
+	"github.com/pagewire/pagewire/plugins/nocomp"
 	"github.com/pagewire/pagewire/plugins/zstd"
 	"github.com/pagewire/pagewire/sdk"
 )
@@ -69,14 +70,14 @@ const (
 // candidate is one way of sending a packet.
 type candidate struct {
 	name  string
-	m     sdk.Method // nil: raw
+	m     sdk.Method
 	level int
 }
 
 func candidates() [nTags]candidate {
 	z := zstd.New()
 	return [nTags]candidate{
-		tagRaw:   {"nocomp", nil, 0},
+		tagRaw:   {"nocomp", nocomp.New(), 0},
 		tagLZ4:   {"lz4", lz4.New(), 0},
 		tagZstd1: {"zstd-1", z, 1},
 		tagZstd3: {"zstd-3", z, 3},
@@ -186,10 +187,7 @@ func (s *sender) RawPrefix(p *sdk.Packet) ([]byte, bool) {
 		s.picked, s.hasPick = tag, true
 		return nil, false
 	}
-	in := 0
-	for _, pg := range p.Pages {
-		in += len(pg)
-	}
+	in := size(p.Pages)
 	s.ctl.sent(tagRaw, in, in+len(rawTag))
 	return rawTag[:], true
 }
@@ -219,25 +217,14 @@ func (s *sender) Prepare(p *sdk.Packet, dst []byte) ([]byte, error) {
 		tag = s.ctl.pick(p)
 	}
 	start := len(dst)
-	dst = append(dst, byte(tag))
-	in := 0
-	for _, pg := range p.Pages {
-		in += len(pg)
+	sub, err := s.sub(tag)
+	if err != nil {
+		return dst, err
 	}
-	if tag == tagRaw {
-		for _, pg := range p.Pages {
-			dst = append(dst, pg...)
-		}
-	} else {
-		sub, err := s.sub(tag)
-		if err != nil {
-			return dst[:start], err
-		}
-		if dst, err = sub.Prepare(p, dst); err != nil {
-			return dst, fmt.Errorf("auto: %s: %w", s.ctl.cands[tag].name, err)
-		}
+	if dst, err = sub.Prepare(p, append(dst, byte(tag))); err != nil {
+		return dst, fmt.Errorf("auto: %s: %w", s.ctl.cands[tag].name, err)
 	}
-	s.ctl.sent(tag, in, len(dst)-start)
+	s.ctl.sent(tag, size(p.Pages), len(dst)-start)
 	return dst, nil
 }
 
@@ -283,19 +270,6 @@ func (r *receiver) Recv(p *sdk.Packet, payload []byte) error {
 	payload = payload[1:]
 	if tag >= nTags {
 		return fmt.Errorf("%w: auto: unknown tag %d (0..%d are known)", sdk.ErrCorrupt, tag, nTags-1)
-	}
-	if tag == tagRaw {
-		want := 0
-		for _, pg := range p.Pages {
-			want += len(pg)
-		}
-		if len(payload) != want {
-			return fmt.Errorf("%w: auto: nocomp payload of %d bytes for %d bytes of pages", sdk.ErrCorrupt, len(payload), want)
-		}
-		for _, pg := range p.Pages {
-			payload = payload[copy(pg, payload):]
-		}
-		return nil
 	}
 	c := r.cands[tag]
 	if r.subs[tag] == nil {
@@ -462,35 +436,25 @@ func (c *controller) probe(now time.Time, p *sdk.Packet, o sdk.Options) {
 		return
 	}
 	c.probePkt.Pages = p.Pages[:n]
-	in := 0
-	for _, pg := range c.probePkt.Pages {
-		in += len(pg)
-	}
+	in := size(c.probePkt.Pages)
 	var cost, ratio [nTags]float64
 	for tag := range nTags {
 		t0 := time.Now()
-		out := c.probeBuf[:0]
-		if tag == tagRaw {
-			for _, pg := range c.probePkt.Pages {
-				out = append(out, pg...)
-			}
-		} else {
-			if c.probes[tag] == nil {
-				cd := c.cands[tag]
-				s, err := cd.m.NewSender(0, subOptions(o, cd.level))
-				if err != nil {
-					continue
-				}
-				c.probes[tag] = s
-			}
-			var err error
-			if out, err = c.probes[tag].Prepare(&c.probePkt, out); err != nil {
-				// A probe that fails says nothing; the channel's own
-				// sender will report a real failure.
-				c.probes[tag].Close()
-				c.probes[tag] = nil
+		if c.probes[tag] == nil {
+			cd := c.cands[tag]
+			s, err := cd.m.NewSender(0, subOptions(o, cd.level))
+			if err != nil {
 				continue
 			}
+			c.probes[tag] = s
+		}
+		out, err := c.probes[tag].Prepare(&c.probePkt, c.probeBuf[:0])
+		if err != nil {
+			// A probe that fails says nothing; the channel's own sender
+			// will report a real failure.
+			c.probes[tag].Close()
+			c.probes[tag] = nil
+			continue
 		}
 		c.probeBuf = out
 		cost[tag] = time.Since(t0).Seconds() / float64(in)
@@ -569,7 +533,7 @@ func (c *controller) decide(now time.Time) {
 	// any candidate costs besides itself (reading the source, zero
 	// pages, TLS).
 	if run, ok := c.meter.sample(); ok && inAll >= minWindowBytes && c.est[cur].cost > 0 {
-		other := max(run/float64(inAll)-c.cost(cur), 0)
+		other := max(run/float64(inAll)-c.est[cur].cost, 0)
 		if !c.cpuKnown {
 			c.other, c.cpuKnown = other, true
 		} else {
@@ -620,10 +584,14 @@ func (c *controller) decide(now time.Time) {
 	}
 }
 
-// cost is tag's seconds per byte, as probed. (Scaling it by the time
-// the chosen candidate takes in the channels overcounts: channels that
-// share a CPU each count the others' turns as their own.)
-func (c *controller) cost(tag int) float64 { return c.est[tag].cost }
+// size is the bytes of pages.
+func size(pages [][]byte) int {
+	n := 0
+	for _, pg := range pages {
+		n += len(pg)
+	}
+	return n
+}
 
 // timePerByte is the model: seconds per byte of guest pages with tag,
 // the slower of the CPU's part and the link's; 0 while unknown. The
@@ -641,9 +609,9 @@ func (c *controller) timePerByte(tag, chans int) float64 {
 		procs = runtime.GOMAXPROCS(0)
 	}
 	par := float64(min(chans, procs))
-	t := c.cost(tag) / par
+	t := e.cost / par
 	if c.cpuKnown {
-		t = (c.cost(tag) + c.other) / par
+		t = (e.cost + c.other) / par
 	}
 	if c.link > 0 {
 		t = max(t, e.ratio*e.corr/c.link)
