@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,19 +183,24 @@ func TestGuestAgainstRawHost(t *testing.T) {
 // error, never panic or hang.
 func TestHostileHost(t *testing.T) {
 	good := func(m vmbus.Message) []byte { b, _ := vmbus.MarshalMessage(m); return b }
+	// wait is a step that reads the guest's next message: offers follow
+	// REQUEST_OFFERS, as a real host sends them. Sent before it, an offer
+	// may meet a guest still connecting and be refused for that instead.
+	wait := []byte{}
 	cases := []struct {
-		name  string
-		reply [][]byte // after the first INITIATE_CONTACT
-		want  error
+		name   string
+		reply  [][]byte // after the first INITIATE_CONTACT; nil hangs up, wait reads
+		want   error
+		detail string // in the error's text, when set
 	}{
-		{"garbage", [][]byte{{1, 2, 3}}, vmbus.ErrBadMessage},
-		{"unknown type", [][]byte{make([]byte, 40)}, vmbus.ErrBadMessage},
-		{"offer before version", [][]byte{good(vmbus.Offer{Relid: 1})}, vmbus.ErrBadMessage},
-		{"wrong direction", [][]byte{good(vmbus.VersionResponse{Supported: true}), good(vmbus.BareMsg{Kind: vmbus.MsgRequestOffers})}, vmbus.ErrBadMessage},
-		{"duplicate offer", [][]byte{good(vmbus.VersionResponse{Supported: true}), good(vmbus.Offer{Relid: 3}), good(vmbus.Offer{Relid: 3})}, vmbus.ErrBadMessage},
-		{"relid out of range", [][]byte{good(vmbus.VersionResponse{Supported: true}), good(vmbus.Offer{Relid: 2048})}, vmbus.ErrBadMessage},
-		{"silence", nil, vmbus.ErrTimeout},
-		{"hangs up", [][]byte{nil}, vmbus.ErrPeerGone},
+		{"garbage", [][]byte{{1, 2, 3}}, vmbus.ErrBadMessage, ""},
+		{"unknown type", [][]byte{make([]byte, 40)}, vmbus.ErrBadMessage, ""},
+		{"offer before version", [][]byte{good(vmbus.Offer{Relid: 1})}, vmbus.ErrBadMessage, ""},
+		{"wrong direction", [][]byte{good(vmbus.VersionResponse{Supported: true}), wait, good(vmbus.BareMsg{Kind: vmbus.MsgRequestOffers})}, vmbus.ErrBadMessage, ""},
+		{"duplicate offer", [][]byte{good(vmbus.VersionResponse{Supported: true}), wait, good(vmbus.Offer{Relid: 3}), good(vmbus.Offer{Relid: 3})}, vmbus.ErrBadMessage, "already offered"},
+		{"relid out of range", [][]byte{good(vmbus.VersionResponse{Supported: true}), wait, good(vmbus.Offer{Relid: 2048})}, vmbus.ErrBadMessage, "child_relid"},
+		{"silence", nil, vmbus.ErrTimeout, ""},
+		{"hangs up", [][]byte{nil}, vmbus.ErrPeerGone, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -214,12 +221,18 @@ func TestHostileHost(t *testing.T) {
 					hc.Close()
 					break
 				}
+				if len(b) == 0 {
+					if m, _ := host.recv(false); m != (vmbus.BareMsg{Kind: vmbus.MsgRequestOffers}) {
+						t.Fatalf("got %+v, want REQUESTOFFERS", m)
+					}
+					continue
+				}
 				host.sendBytes(b)
 			}
 			select {
 			case err := <-done:
-				if !errors.Is(err, c.want) {
-					t.Fatalf("got %v, want %v", err, c.want)
+				if !errors.Is(err, c.want) || !strings.Contains(fmt.Sprint(err), c.detail) {
+					t.Fatalf("got %v, want %v (%q)", err, c.want, c.detail)
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("guest hangs")
