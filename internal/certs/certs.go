@@ -29,18 +29,33 @@ type Files struct {
 // it into dir, valid for validity; the server's names hosts (DNS names or
 // IP addresses).
 func Make(dir string, hosts []string, validity time.Duration) (Files, error) {
-	f := Files{
+	f, _, err := MakeClients(dir, hosts, validity, 0)
+	return f, err
+}
+
+// Pair is a certificate and its key.
+type Pair struct{ Cert, Key string }
+
+// MakeClients is Make, and extra more client certificates signed by the
+// same CA (client-2.pem + client-2-key.pem, ...): other identities that
+// the CA vouches for, as a test of who may do what needs.
+func MakeClients(dir string, hosts []string, validity time.Duration, extra int) (Files, []Pair, error) {
+	return makeAll(dir, hosts, validity, extra)
+}
+
+func makeAll(dir string, hosts []string, validity time.Duration, extra int) (f Files, others []Pair, err error) {
+	f = Files{
 		CA:         filepath.Join(dir, "ca.pem"),
 		ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
 		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client-key.pem"),
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return f, err
+		return f, nil, err
 	}
 	now := time.Now().Add(-time.Minute)
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return f, err
+		return f, nil, err
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: "pagewire CA"},
@@ -50,25 +65,32 @@ func Make(dir string, hosts []string, validity time.Duration) (Files, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return f, err
+		return f, nil, err
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return f, err
+		return f, nil, err
 	}
 	if err := writePEM(f.CA, "CERTIFICATE", caDER, 0o644); err != nil {
-		return f, err
+		return f, nil, err
 	}
-	for _, leaf := range []struct {
+	type leafSpec struct {
 		cert, key, name string
 		usage           x509.ExtKeyUsage
-	}{
+	}
+	leaves := []leafSpec{
 		{f.ServerCert, f.ServerKey, "pagewire server", x509.ExtKeyUsageServerAuth},
 		{f.ClientCert, f.ClientKey, "pagewire client", x509.ExtKeyUsageClientAuth},
-	} {
+	}
+	for i := 2; i < extra+2; i++ {
+		p := Pair{filepath.Join(dir, fmt.Sprintf("client-%d.pem", i)), filepath.Join(dir, fmt.Sprintf("client-%d-key.pem", i))}
+		others = append(others, p)
+		leaves = append(leaves, leafSpec{p.Cert, p.Key, fmt.Sprintf("pagewire client %d", i), x509.ExtKeyUsageClientAuth})
+	}
+	for _, leaf := range leaves {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return f, err
+			return f, nil, err
 		}
 		tmpl := &x509.Certificate{
 			SerialNumber: serial(), Subject: pkix.Name{CommonName: leaf.name},
@@ -90,20 +112,20 @@ func Make(dir string, hosts []string, validity time.Duration) (Files, error) {
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		if err != nil {
-			return f, err
+			return f, nil, err
 		}
 		kb, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
-			return f, err
+			return f, nil, err
 		}
 		if err := writePEM(leaf.cert, "CERTIFICATE", der, 0o644); err != nil {
-			return f, err
+			return f, nil, err
 		}
 		if err := writePEM(leaf.key, "PRIVATE KEY", kb, 0o600); err != nil {
-			return f, err
+			return f, nil, err
 		}
 	}
-	return f, nil
+	return f, others, nil
 }
 
 func serial() *big.Int {
