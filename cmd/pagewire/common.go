@@ -131,6 +131,12 @@ func (c *common) release() {
 // showProgress draws a bar for RAM bytes moved until ctx is done, when
 // stderr is a terminal. total may change (the receiver learns it late).
 func (c *common) showProgress(ctx context.Context, desc string, total func() int64, stats func() core.Stats) (wait func()) {
+	return c.showProgressStatus(ctx, desc, total, stats, nil)
+}
+
+// showProgressStatus is showProgress with status appended to desc on
+// every tick (the link's state).
+func (c *common) showProgressStatus(ctx context.Context, desc string, total func() int64, stats func() core.Stats, status func() string) (wait func()) {
 	if !c.progress || !term.IsTerminal(int(os.Stderr.Fd())) {
 		return func() {}
 	}
@@ -167,6 +173,9 @@ func (c *common) showProgress(ctx context.Context, desc string, total func() int
 			if n := total(); n > 0 && n != max {
 				max = n
 				bar.ChangeMax64(n)
+			}
+			if status != nil {
+				bar.Describe(desc + status())
 			}
 			st := stats()
 			bar.Set64(int64(st.RAMBytes()))
@@ -208,6 +217,8 @@ type summary struct {
 	// EndToEndDowntimeMs is from the source's STOP to the destination's
 	// MIGRATION completed (gateway-out with --qmp, and gateway-in's).
 	EndToEndDowntimeMs *int64 `json:"e2e_downtime_ms,omitempty"`
+	// Resume is the link's resuming after lost connections (--link-retry).
+	Resume *resumeSummary `json:"link_resume,omitempty"`
 	core.Stats
 }
 
@@ -261,6 +272,14 @@ func (c *common) report(w io.Writer, s summary) {
 		bytesText(s.WireBytes), bytesText(s.ControlBytes), s.Ratio, len(s.Channels), method, dialectText(s))
 	if s.Auto != nil {
 		fmt.Fprintf(w, "%s: %s\n", s.Role, s.Auto)
+	}
+	if r := s.Resume; r != nil && (r.Reconnects > 0 || r.Refused > 0) {
+		fmt.Fprintf(w, "%s: the link resumed %d connection(s) after %.1fs down in all, %s sent again (%.2f%% of the link's bytes)",
+			s.Role, r.Reconnects, r.OutageSeconds, bytesText(uint64(r.ResentBytes)), 100*float64(r.ResentBytes)/float64(max(1, s.WireBytes+s.ControlBytes)))
+		if r.Refused > 0 {
+			fmt.Fprintf(w, "; refused %d connection(s) that claimed a session", r.Refused)
+		}
+		fmt.Fprintln(w)
 	}
 	if s.EndToEndDowntimeMs != nil {
 		fmt.Fprintf(w, "%s: end-to-end downtime %d ms (the source's STOP to the destination's completion)\n", s.Role, *s.EndToEndDowntimeMs)

@@ -157,7 +157,7 @@ predates delta pages refuses the link at its start.`,
 				// has no STOP to come, and the tail would wait for it).
 				g.Stopped = func() time.Time { return lastStop(q, 0) }
 			}
-			return runGateway(cmd.Context(), &c, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, &l, "gateway-in", "forwarded", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			}, func(sum *summary) {
 				if a, ok := m.(*auto.Method); ok {
@@ -288,7 +288,7 @@ clocks must agree (NTP); on one host they do.`,
 				}
 				defer q.Close()
 			}
-			return runGateway(cmd.Context(), &c, "gateway-out", "fed", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
+			return runGateway(cmd.Context(), &c, &l, "gateway-out", "fed", to, g.RAMBytes, g.Stats, g.QEMUDialect, func(ctx context.Context) (core.Stats, error) {
 				return g.Run(ctx, ln)
 			}, func(sum *summary) {
 				if q != nil {
@@ -313,19 +313,20 @@ clocks must agree (NTP); on one host they do.`,
 
 // runGateway runs a gateway with a progress line (desc) and reports its
 // summary (role, addr).
-func runGateway(ctx context.Context, c *common, desc, role, addr string, total func() int64, stats func() core.Stats,
+func runGateway(ctx context.Context, c *common, l *link, desc, role, addr string, total func() int64, stats func() core.Stats,
 	qemuDialect func() core.Dialect, run func(context.Context) (core.Stats, error), more func(*summary)) error {
 	pctx, cancel := context.WithCancel(ctx)
-	wait := c.showProgress(pctx, desc, total, stats)
+	wait := c.showProgressStatus(pctx, desc, total, stats, l.status)
 	st, err := run(ctx)
 	cancel()
 	wait()
 	if err != nil {
-		return err
+		return linkError(err)
 	}
 	sum := newSummary(role, st)
 	sum.Addr = addr
 	sum.QEMUDialect = string(qemuDialect())
+	l.summarize(&sum)
 	more(&sum)
 	c.report(os.Stderr, sum)
 	return nil

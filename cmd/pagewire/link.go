@@ -2,27 +2,33 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/channels/resume"
 	"github.com/pagewire/pagewire/internal/certs"
 )
 
-// link holds the flags of a link between two pagewire ends: mutual TLS
-// and a bandwidth cap.
+// link holds the flags of a link between two pagewire ends: mutual TLS,
+// a bandwidth cap, and resuming after lost connections.
 type link struct {
 	tls        channels.TLSFiles
 	insecure   bool
 	required   bool // TLS is on unless --insecure (the gateways)
 	serverName string
 	bandwidth  string
+	retry      time.Duration // --link-retry: 0 is off
+	role       string        // for the link's messages: "gateway-in"
+	stats      func() resume.Stats
 }
 
 func (l *link) register(cmd *cobra.Command, required, sender bool) {
@@ -40,6 +46,84 @@ func (l *link) register(cmd *cobra.Command, required, sender bool) {
 	if sender {
 		f.StringVar(&l.bandwidth, "max-bandwidth", "", "cap the link at BYTES/s over all channels (suffixes k, M, G: 1000s; Ki, Mi, Gi: 1024s)")
 	}
+	l.role = cmd.Name()
+	// The gateways resume by default. A listener that resumes still
+	// serves senders that do not; pagewire send does not unless told, as
+	// its copy of what is in flight costs the bulk path.
+	def := resume.DefaultRetry
+	if sender && !required {
+		def = 0
+	}
+	usage := "when a link connection is reset, closed or silent, reconnect and go on where it was, for up to DURATION per outage (0: off; the other end must resume too)"
+	if !sender {
+		usage = "take back a link connection that was reset, closed or silent when its sender reconnects within DURATION, and go on where it was (0: off)"
+	}
+	f.DurationVar(&l.retry, "link-retry", def, usage)
+}
+
+// linkWindow is what each link connection keeps for re-sending after a
+// reconnection (resume.Config.Window): what may be in flight per
+// channel, so also what the source QEMU behind gateway-in cannot see of
+// the link's rate (see linkNotSent).
+const linkWindow = 512 << 10
+
+// resumeConfig is the link's resume.Config, with its messages on stderr.
+func (l *link) resumeConfig() resume.Config {
+	lg := &linkLog{role: l.role, retry: l.retry}
+	return resume.Config{Retry: l.retry, Window: linkWindow, Events: lg.event}
+}
+
+// linkLog prints a link's outages: one line when the first connection
+// is lost, one when the last is back.
+type linkLog struct {
+	mu     sync.Mutex
+	role   string
+	retry  time.Duration
+	down   int
+	since  time.Time
+	n      int
+	resent int64
+	failed bool
+}
+
+func (g *linkLog) event(e resume.Event) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch e.Kind {
+	case resume.Lost:
+		if g.down == 0 {
+			g.since, g.n, g.resent = time.Now(), 0, 0
+			fmt.Fprintf(os.Stderr, "%s: link connection lost (%v); resuming for up to %v (--link-retry)\n", g.role, e.Err, g.retry)
+		}
+		g.down++
+	case resume.Resumed:
+		g.down = max(g.down-1, 0)
+		g.n++
+		g.resent += e.Resent
+		if g.down == 0 {
+			fmt.Fprintf(os.Stderr, "%s: link back after %.1fs: %d connection(s) resumed, %s sent again\n",
+				g.role, time.Since(g.since).Seconds(), g.n, bytesText(uint64(g.resent)))
+		}
+	case resume.Refused:
+		fmt.Fprintf(os.Stderr, "%s: refused a link connection from %s: %v\n", g.role, e.Remote, e.Err)
+	case resume.Failed:
+		g.down = max(g.down-1, 0)
+		if !g.failed {
+			g.failed = true
+			fmt.Fprintf(os.Stderr, "%s: link lost for good: %v\n", g.role, e.Err)
+		}
+	}
+}
+
+// linkError adds the flag to turn to when err is the link's resuming.
+func linkError(err error) error {
+	switch {
+	case errors.Is(err, resume.ErrRetryBudget):
+		return fmt.Errorf("%w (raise --link-retry to wait longer)", err)
+	case errors.Is(err, resume.ErrNotResuming):
+		return fmt.Errorf("%w (give both ends --link-retry, or --link-retry 0 to both)", err)
+	}
+	return err
 }
 
 // on reports whether the link uses TLS.
@@ -70,12 +154,20 @@ func (l *link) listen(addr string) (net.Listener, error) {
 		}
 	}
 	ln, err := channels.Listen(addr)
-	if err != nil || cfg == nil {
-		return ln, err
+	if err != nil {
+		return nil, err
 	}
-	return channels.TLSListener(ln, cfg, func(addr net.Addr, err error) {
-		fmt.Fprintf(os.Stderr, "pagewire: refused a connection from %s: %v\n", addr, err)
-	}), nil
+	if cfg != nil {
+		ln = channels.TLSListener(ln, cfg, func(addr net.Addr, err error) {
+			fmt.Fprintf(os.Stderr, "pagewire: refused a connection from %s: %v\n", addr, err)
+		})
+	}
+	if l.retry > 0 {
+		rl := resume.NewListener(ln, l.resumeConfig())
+		l.stats = rl.Stats
+		ln = rl
+	}
+	return ln, nil
 }
 
 // dial returns a Dialer for addr with the link's bandwidth cap and, when
@@ -95,15 +187,55 @@ func (l *link) dial(addr string) (channels.Dialer, error) {
 	}
 	d = channels.Limit(d, bps) // below TLS: the cap counts bytes on the wire
 	on, err := l.on()
-	if err != nil || !on {
-		return d, err
-	}
-	cfg, err := channels.ClientTLS(l.tls)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
-	cfg.ServerName = l.serverName
-	return channels.TLSDialer(d, addr, cfg)
+	if on {
+		cfg, err := channels.ClientTLS(l.tls)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		cfg.ServerName = l.serverName
+		if d, err = channels.TLSDialer(d, addr, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if l.retry > 0 {
+		rd := resume.NewDialer(d, l.resumeConfig())
+		l.stats = rd.Stats
+		d = rd
+	}
+	return d, nil
+}
+
+// resumeSummary is the link's resuming in a summary.
+type resumeSummary struct {
+	RetrySeconds  float64 `json:"retry_s"`
+	Reconnects    int64   `json:"reconnects"`
+	OutageSeconds float64 `json:"outage_s"`
+	ResentBytes   int64   `json:"resent_bytes"`
+	Refused       int64   `json:"refused"`
+}
+
+// summarize puts the link's resuming in sum, when it resumes.
+func (l *link) summarize(sum *summary) {
+	if l.stats == nil {
+		return
+	}
+	st := l.stats()
+	sum.Resume = &resumeSummary{RetrySeconds: l.retry.Seconds(), Reconnects: st.Reconnects,
+		OutageSeconds: st.Outage.Seconds(), ResentBytes: st.Resent, Refused: st.Refused}
+}
+
+// status is the link's state for a progress line: "" while it is up.
+func (l *link) status() string {
+	if l.stats == nil {
+		return ""
+	}
+	if d := l.stats().Down; d > 0 {
+		return fmt.Sprintf(" (link down %.0fs, resuming)", d.Seconds())
+	}
+	return ""
 }
 
 // linkNotSent bounds the unsent bytes in each link connection's socket

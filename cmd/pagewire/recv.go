@@ -108,7 +108,7 @@ otherwise the receiver follows the sender.`,
 			r := core.NewReceiver(cfg)
 			ctx := cmd.Context()
 			pctx, cancel := context.WithCancel(ctx)
-			wait := c.showProgress(pctx, "recv", total.Load, r.Stats)
+			wait := c.showProgressStatus(pctx, "recv", total.Load, r.Stats, l.status)
 			_, err = r.Receive(ctx, ln)
 			cancel()
 			wait()
@@ -117,10 +117,11 @@ otherwise the receiver follows the sender.`,
 			}
 			if err != nil {
 				os.Remove(partial)
-				return err
+				return linkError(err)
 			}
 			sum := newSummary("received", r.Stats())
 			sum.Addr, sum.Image = listen, out
+			l.summarize(&sum)
 			c.report(os.Stderr, sum)
 			return nil
 		},

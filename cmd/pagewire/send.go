@@ -39,7 +39,7 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 			}
 			d, err := l.dial(to)
 			if err != nil {
-				return err
+				return linkError(err)
 			}
 			mem, closeImage, err := loadImage(args[0], block)
 			if err != nil {
@@ -59,10 +59,10 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 				Channels: c.channels, Method: m, Level: c.level, Timeout: c.timeout, Dialect: dl,
 			})
 			if err != nil {
-				return err
+				return linkError(err)
 			}
 			pctx, cancel := context.WithCancel(ctx)
-			wait := c.showProgress(pctx, "send", func() int64 { return size }, s.Stats)
+			wait := c.showProgressStatus(pctx, "send", func() int64 { return size }, s.Stats, l.status)
 			err = s.SendBlock(block)
 			st, cerr := s.Close()
 			cancel()
@@ -71,10 +71,11 @@ ending in .zst is decompressed into memory first (the corpus images).`,
 				err = cerr // the transfer's error, with the peer's reason when it gave one
 			}
 			if err != nil {
-				return err
+				return linkError(err)
 			}
 			sum := newSummary("sent", st)
 			sum.Addr, sum.Image = to, args[0]
+			l.summarize(&sum)
 			sum.PluginShared, sum.PluginCopied = c.sharedPackets()
 			c.report(os.Stderr, sum)
 			return nil
