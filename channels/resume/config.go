@@ -81,6 +81,9 @@ const (
 	// Failed: a session failed for good (Err wraps ErrRetryBudget or
 	// ErrRefused).
 	Failed
+	// Retrying: Dial's first attempt at a new session failed (Err); it
+	// tries again within the retry budget.
+	Retrying
 )
 
 func (k EventKind) String() string {
@@ -93,6 +96,8 @@ func (k EventKind) String() string {
 		return "refused"
 	case Failed:
 		return "failed"
+	case Retrying:
+		return "retrying"
 	}
 	return "?"
 }

@@ -72,6 +72,9 @@ type Conn struct {
 	ackSent    uint64 // the last acknowledgement written
 	ackNow     bool   // write an acknowledgement at once
 	rEOF       bool   // the peer's end of stream came
+	peerDone   bool   // the peer said bye: the session is over
+	bye        bool   // Close is done: say bye
+	byeSent    bool
 	finAckSent bool   // we have told the peer its end of stream came
 
 	rd, wd   deadline
@@ -153,7 +156,7 @@ func (c *Conn) event(e Event) {
 // loseLocked drops connection generation gen after err: the dialer
 // starts reconnecting, the listener starts the retry budget's clock.
 func (c *Conn) loseLocked(gen uint64, err error) {
-	if c.gen != gen || c.cur == nil || c.dead || c.err != nil {
+	if c.gen != gen || c.cur == nil || c.dead || c.err != nil || c.peerDone {
 		return
 	}
 	u := c.cur
@@ -233,9 +236,17 @@ func (c *Conn) reconnect(prevReader <-chan struct{}, since time.Time) {
 		if err == nil || c.ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) {
+		if permanent(err) {
 			c.mu.Lock()
-			c.failLocked(err)
+			if errors.Is(err, errUnknown) && c.closing && c.acked == c.sent {
+				// The listener had all we wrote and ended the session
+				// before its last word reached us: we are done too.
+				c.peerDone = true
+				c.endOutageLocked(time.Now())
+				c.cond.Broadcast()
+			} else {
+				c.failLocked(err)
+			}
 			c.mu.Unlock()
 			return
 		}
@@ -291,12 +302,18 @@ func (c *Conn) resumeOn(ctx context.Context, u net.Conn) error {
 	if err != nil {
 		return fmt.Errorf("%w: the listener's answer: %v", ErrProtocol, err)
 	}
+	if h.kind == statusUnknown {
+		return fmt.Errorf("%w: %w", ErrRefused, errUnknown)
+	}
 	if h.kind != statusOK {
 		return fmt.Errorf("%w: %s", ErrRefused, statusString(h.kind))
 	}
 	u.SetDeadline(time.Time{})
 	return c.install(u, gen, h.recvd)
 }
+
+// errUnknown is the listener's answer for a session it does not have.
+var errUnknown = errors.New(statusText[statusUnknown])
 
 func statusString(s byte) string {
 	if int(s) < len(statusText) {
@@ -413,6 +430,11 @@ func (c *Conn) read(u net.Conn, gen uint64, done chan<- struct{}) {
 			return
 		}
 		switch f.typ {
+		case frameBye:
+			c.peerDone = true
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			return
 		case frameFin:
 			c.rEOF = true
 			c.ackNow = true
@@ -506,6 +528,8 @@ func (c *Conn) send() {
 		case c.closing && !c.finSent:
 			f.typ = frameFin
 			c.finSent = true
+		case c.bye && !c.byeSent:
+			f.typ = frameBye
 		case c.ackNow || c.rEOF && !c.finAckSent || c.recvd > c.ackSent && idle >= ackDelay || idle >= c.cfg.Heartbeat:
 		default:
 			wait := c.cfg.Heartbeat - idle
@@ -529,6 +553,8 @@ func (c *Conn) send() {
 		c.mu.Lock()
 		if err != nil {
 			c.loseLocked(gen, err)
+		} else if f.typ == frameBye {
+			c.byeSent = true
 		}
 		c.cond.Broadcast() // Close may wait for the end of stream to go
 	}
@@ -544,7 +570,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	for c.rlen == 0 {
 		switch {
-		case c.rEOF:
+		case c.rEOF, c.peerDone:
 			return 0, io.EOF
 		case c.err != nil:
 			return 0, c.err
@@ -579,6 +605,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 				return done, c.err
 			case c.closing:
 				return done, net.ErrClosed
+			case c.peerDone:
+				return done, errPeerClosed
 			}
 			if c.sent-c.acked < uint64(len(c.sbuf)) {
 				break
@@ -599,6 +627,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// errPeerClosed is Write's error once the peer has closed the session.
+var errPeerClosed = fmt.Errorf("resume: the peer closed the session: %w", net.ErrClosed)
+
 // Close ends the session: it sends the end of stream and waits, at most
 // Config.Linger, for the peer to acknowledge everything written (through
 // reconnections if need be); then it closes the connection and returns
@@ -615,9 +646,22 @@ func (c *Conn) Close() error {
 	c.lingerTo.Reset(c.cfg.Linger)
 	end := time.Now().Add(c.cfg.Linger)
 	c.cond.Broadcast()
-	for c.err == nil && time.Now().Before(end) &&
-		!(c.acked == c.sent && (c.finSent && c.peerGotFin || c.rEOF && c.finAckSent && c.cur != nil)) {
+	// The dialer waits for the listener to confirm its end of stream:
+	// the listener, which cannot dial, may then forget the session when
+	// it has everything, and a dialer that finds it gone while closing
+	// knows it was done (see reconnect).
+	for c.err == nil && time.Now().Before(end) && !c.peerDone &&
+		!(c.acked == c.sent && (c.finSent && c.peerGotFin || !c.client && c.rEOF && c.finAckSent)) {
 		c.cond.Wait()
+	}
+	if c.err == nil && !c.peerDone && c.cur != nil && time.Now().Before(end) {
+		// The peer may wait for us: say bye, so that it does not take
+		// the connection's end for a loss.
+		c.bye = true
+		c.cond.Broadcast()
+		for !c.byeSent && c.cur != nil && c.err == nil && !c.peerDone && time.Now().Before(end) {
+			c.cond.Wait()
+		}
 	}
 	var err error
 	if c.acked != c.sent {

@@ -2,6 +2,8 @@ package resume
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -32,10 +34,54 @@ func NewDialer(t Transport, cfg Config) *Dialer {
 func (d *Dialer) Stats() Stats { return d.st.stats() }
 
 // Dial opens a new session: a connection of the Transport and the
-// hellos, within ctx and Config.HandshakeTimeout. The session's *Conn
-// lives until it is closed or fails; reconnections are its own, not
-// bound to ctx.
+// hellos, each attempt within Config.HandshakeTimeout. An attempt that
+// fails as a lost connection does (refused, reset, timed out) is made
+// again with backoff for up to Config.Retry, within ctx; one the
+// listening end refused, or a certificate the TLS handshake refused,
+// fails at once. The session's *Conn lives until it is closed or fails;
+// its reconnections are its own, not bound to ctx.
 func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
+	start := time.Now()
+	backoff := 50 * time.Millisecond
+	for {
+		c, err := d.dialOnce(ctx)
+		if err == nil {
+			return c, nil
+		}
+		left := d.cfg.Retry - time.Since(start)
+		if permanent(err) || ctx.Err() != nil || left <= 0 {
+			if left <= 0 && !permanent(err) {
+				err = fmt.Errorf("%w (%v) opening a session; last: %w", ErrRetryBudget, d.cfg.Retry, err)
+			}
+			return nil, err
+		}
+		if d.cfg.Events != nil && backoff == 50*time.Millisecond {
+			d.cfg.Events(Event{Kind: Retrying, Err: err})
+		}
+		t := time.NewTimer(min(backoff, left))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// permanent tells the errors that another attempt would meet again.
+func permanent(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || errors.Is(err, ErrRefused) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrNotResuming) ||
+		errors.As(err, &cv) || errors.As(err, &alert) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
+}
+
+func (d *Dialer) dialOnce(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.HandshakeTimeout)
 	defer cancel()
 	u, err := d.t.Dial(ctx)

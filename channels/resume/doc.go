@@ -41,12 +41,18 @@
 // session, 2 another peer, 3 not accepting, 4 bad hello, 5 past the
 // session's end), 7 zero bytes, the token, and the number of bytes it has
 // received. Then both directions carry frames: a 16-byte header (type:
-// 1 data, 2 acknowledgement, 3 end of stream; a flags byte whose bit 0
+// 1 data, 2 acknowledgement, 3 end of stream, 4 bye (the writer's
+// session is over and it closes the connection); a flags byte whose bit 0
 // says "your end of stream came"; 2 zero bytes; the payload's length,
 // uint32, at most 64 KiB and zero but for data; the number of bytes this
 // end has received, uint64) and, for data, the payload. An end with
 // nothing to write sends an acknowledgement every [Config.Heartbeat], so
 // silence means a dead connection.
+//
+// Closing, each end sends its end of stream and waits for the other to
+// acknowledge it and every byte; the listening end may then take its
+// session down (bye), and a dialer that returns to find its session gone
+// while closing, with everything acknowledged, is done too.
 //
 // A listener also serves dialers that do not resume: a connection whose
 // first 8 bytes are not the magic is handed to Accept as it is, those

@@ -420,3 +420,28 @@ func TestListenerStaysForSessions(t *testing.T) {
 		t.Fatal("a new session after the listener's close and its sessions' end")
 	}
 }
+
+// TestCloseDuringResets: both ends close at once, one after a last
+// message, while the link is reset in the middle of their goodbyes: the
+// message arrives, and neither Close waits out its linger.
+func TestCloseDuringResets(t *testing.T) {
+	r := newRig(t, resume.Config{}, 0, false)
+	for i := range 30 {
+		client, server := r.session(t)
+		client.Write(make([]byte, 100000))
+		if _, err := readN(server, 100000); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var dc, ds time.Duration
+		var got []byte
+		wg.Go(func() { server.Write([]byte("DONE")); s := time.Now(); server.Close(); ds = time.Since(s) })
+		wg.Go(func() { got, _ = readN(client, 4); s := time.Now(); client.Close(); dc = time.Since(s) })
+		time.Sleep(time.Duration(i) * 40 * time.Microsecond)
+		r.link.Reset()
+		wg.Wait()
+		if string(got) != "DONE" || dc > 2*time.Second || ds > 2*time.Second {
+			t.Errorf("round %d: read %q; Close took %v (dialer) and %v (listener)", i, got, dc, ds)
+		}
+	}
+}

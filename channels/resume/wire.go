@@ -18,6 +18,7 @@ const (
 	frameData = 1
 	frameAck  = 2
 	frameFin  = 3
+	frameBye  = 4 // the writer's session is over: it closes the connection
 
 	flagGotFin = 1
 )
@@ -99,7 +100,7 @@ func parseFrame(b []byte) (frame, error) {
 	switch {
 	case b[2] != 0 || b[3] != 0 || f.flags&^flagGotFin != 0:
 		return f, fmt.Errorf("frame header % x: reserved bits set", b[:4])
-	case f.typ < frameData || f.typ > frameFin:
+	case f.typ < frameData || f.typ > frameBye:
 		return f, fmt.Errorf("frame type %d", f.typ)
 	case f.typ == frameData && (f.n == 0 || f.n > maxFrame):
 		return f, fmt.Errorf("data frame of %d bytes (1..%d)", f.n, maxFrame)

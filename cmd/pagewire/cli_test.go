@@ -67,9 +67,13 @@ type proc struct {
 	done   chan struct{} // closed once the process has exited
 }
 
+// procLimit bounds every process a test starts (a migration through a
+// 60 s black hole included).
+const procLimit = 3 * time.Minute
+
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), procLimit)
 	name := bin
 	if len(args) > 1 && args[0] == "--qemu--" { // another program: args[1]
 		name, args = args[1], args[2:]
@@ -93,7 +97,7 @@ func start(t testing.TB, args ...string) *proc {
 // with the address it listens at.
 func startRecv(t testing.TB, args ...string) (*proc, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), procLimit)
 	name := bin
 	if len(args) > 1 && args[0] == "--qemu--" { // another program (a wrapper): args[1]
 		name, args = args[1], args[2:]

@@ -13,7 +13,7 @@ import (
 )
 
 // cutter is a TCP proxy for the link that cuts every connection once
-// limit bytes have gone through.
+// limit bytes have gone through, and refuses new ones from then on.
 type cutter struct {
 	ln    net.Listener
 	mu    sync.Mutex
@@ -81,6 +81,7 @@ func (c *cutter) pipe(dst, src net.Conn) {
 func (c *cutter) cutAll() {
 	c.once.Do(func() {
 		close(c.cut)
+		c.ln.Close()
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, conn := range c.conns {
@@ -89,11 +90,13 @@ func (c *cutter) cutAll() {
 	})
 }
 
-// TestGatewayLinkCut: the link between the gateways is cut mid-migration:
-// both QEMUs fail within 10 s (the destination exits), both gateways exit
-// 1 naming the leg, and nothing hangs.
+// TestGatewayLinkCut: the link between the gateways is cut mid-migration
+// for good: past --link-retry, both gateways exit 1 naming the link and
+// the flag, and both QEMUs fail (the destination exits), within the
+// budget plus 10 s; nothing hangs.
 func TestGatewayLinkCut(t *testing.T) {
-	c := gwCase{2, "none", "none", 2, []string{"--method", "nocomp", "--insecure"}, ""}
+	const retry = 3 * time.Second
+	c := gwCase{2, "none", "none", 2, []string{"--method", "nocomp", "--insecure", "--link-retry", retry.String()}, ""}
 	g := newRig(t, c)
 	var cut *cutter
 	inAddr := g.gateways(t, c, nil, nil, func(out string) string {
@@ -107,11 +110,15 @@ func TestGatewayLinkCut(t *testing.T) {
 		t.Fatal("the link was never cut")
 	}
 	cutAt := time.Now()
-	if st, desc := waitMigration(t, g.srcQMP, 10*time.Second); st != "failed" {
+	within := retry + 10*time.Second
+	if st, desc := waitMigration(t, g.srcQMP, within); st != "failed" {
 		t.Errorf("source: %s (%s), want failed", st, desc)
 	}
+	if el := time.Since(cutAt); el < retry {
+		t.Errorf("the source failed %v after the cut, inside --link-retry %v", el, retry)
+	}
 	for _, p := range []*proc{g.in, g.out} {
-		if code := p.wait(t); code != 1 || !strings.Contains(p.stderr.String(), "link") {
+		if code := p.wait(t); code != 1 || !strings.Contains(p.stderr.String(), "link: ") || !strings.Contains(p.stderr.String(), "--link-retry") {
 			t.Errorf("%s exited %d: %s", p.cmd.Args[2], code, p.stderr)
 		}
 	}
@@ -120,10 +127,10 @@ func TestGatewayLinkCut(t *testing.T) {
 		if g.dst.cmd.ProcessState.ExitCode() == 0 {
 			t.Error("the destination QEMU exited 0")
 		}
-	case <-time.After(10*time.Second - time.Since(cutAt)):
-		t.Error("the destination QEMU still runs 10s after the cut")
+	case <-time.After(within - time.Since(cutAt)):
+		t.Errorf("the destination QEMU still runs %v after the cut", within)
 	}
-	if el := time.Since(cutAt); el > 10*time.Second {
+	if el := time.Since(cutAt); el > within {
 		t.Errorf("the chain took %v to fail", el)
 	}
 	g.srcQMP.do(t, "quit", nil)

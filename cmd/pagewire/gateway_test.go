@@ -45,6 +45,7 @@ type gwRig struct {
 	srcQMP, dstQMP   *qmp
 	in, out          *proc
 	tls              certs.Files
+	otherClient      certs.Pair // another client certificate of the same CA
 	dstPort, ramSize int
 	inArgs           []string // gateway-in's own flags, beside the link's
 	// gwQMP gives each gateway --qmp, a monitor of its QEMU's own.
@@ -86,9 +87,11 @@ func newRigQEMU(t testing.TB, c gwCase, img []byte, src, dst qemuSpec, srcArgs, 
 		t.Fatal(err)
 	}
 	var err error
-	if g.tls, err = certs.Make(filepath.Join(g.dir, "tls"), []string{"127.0.0.1"}, time.Hour); err != nil {
+	var others []certs.Pair
+	if g.tls, others, err = certs.MakeClients(filepath.Join(g.dir, "tls"), []string{"127.0.0.1"}, time.Hour, 1); err != nil {
 		t.Fatal(err)
 	}
+	g.otherClient = others[0]
 	mb := fmt.Sprintf("%dK", len(img)>>10)
 	// Each QEMU has a second monitor for its gateway's --qmp.
 	machine := func(q qemuSpec, ram, qmpSock string, extra ...string) []string {

@@ -104,6 +104,8 @@ func (g *linkLog) event(e resume.Event) {
 			fmt.Fprintf(os.Stderr, "%s: link back after %.1fs: %d connection(s) resumed, %s sent again\n",
 				g.role, time.Since(g.since).Seconds(), g.n, bytesText(uint64(g.resent)))
 		}
+	case resume.Retrying:
+		fmt.Fprintf(os.Stderr, "%s: cannot open a link connection (%v); trying again for up to %v (--link-retry)\n", g.role, e.Err, g.retry)
 	case resume.Refused:
 		fmt.Fprintf(os.Stderr, "%s: refused a link connection from %s: %v\n", g.role, e.Remote, e.Err)
 	case resume.Failed:

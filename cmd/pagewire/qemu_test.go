@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // qmp is a minimal QMP client for driving a QEMU the test started. It
 // keeps the events it reads past.
 type qmp struct {
+	mu     sync.Mutex // do and event may be called from two goroutines
 	c      net.Conn
 	r      *bufio.Reader
 	events []iqmp.Event
@@ -27,6 +29,8 @@ type qmp struct {
 // event returns the first (or the last) event read so far for which
 // match is true.
 func (q *qmp) event(last bool, match func(iqmp.Event) bool) (iqmp.Event, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	var found iqmp.Event
 	ok := false
 	for _, e := range q.events {
@@ -64,12 +68,16 @@ func dialQMP(t testing.TB, sock string) *qmp {
 // do runs a command and returns its "return" value; events are kept.
 func (q *qmp) do(t testing.TB, cmd string, args any) json.RawMessage {
 	t.Helper()
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	msg := map[string]any{"execute": cmd}
 	if args != nil {
 		msg["arguments"] = args
 	}
 	b, _ := json.Marshal(msg)
-	q.c.SetDeadline(time.Now().Add(time.Minute))
+	// A QEMU in its last round holds its monitor until the stream is
+	// through: long, on a link in a 60 s black hole.
+	q.c.SetDeadline(time.Now().Add(3 * time.Minute))
 	if _, err := q.c.Write(append(b, '\n')); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,11 @@ import (
 type forwarder struct {
 	ctx   context.Context // the run's: done, no one waits on the queue
 	items chan fwdItem
+	// pending counts the pages handed over and not yet queued on the
+	// Sender, at most maxPending (but for one larger handful).
+	mu      sync.Mutex
+	room    sync.Cond
+	pending int
 	free  sync.Pool // *[]uint64
 	done  chan struct{}
 	err   error // the first SendPages error; read after drain
@@ -53,8 +58,22 @@ var errNoSender = errors.New("pages before the first sync point")
 // that no longer reads before failing that leg.
 const stopPatience = 5 * time.Second
 
+// maxPending bounds the pages the forwarder holds (4 KiB pages: 2 MiB).
+// What it holds has left the previous leg and not entered the next: the
+// source QEMU counts it as sent, so it must stay small for QEMU to see
+// the link's rate when it sizes its last round (a queue of packets held
+// up to 128 MiB here, a whole pass of a small guest, which QEMU then
+// "sent" in no time and left to cross the link in its downtime).
+const maxPending = 512
+
 func newForwarder(ctx context.Context, to func() sender) *forwarder {
-	f := &forwarder{ctx: ctx, items: make(chan fwdItem, 256), done: make(chan struct{}), to: to}
+	f := &forwarder{ctx: ctx, items: make(chan fwdItem, maxPending), done: make(chan struct{}), to: to}
+	f.room.L = &f.mu
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.room.Broadcast()
+		f.mu.Unlock()
+	})
 	go f.run()
 	return f
 }
@@ -73,12 +92,27 @@ func (f *forwarder) run() {
 				f.err = s.SendPages(it.block, *it.offs)
 			}
 		}
+		f.mu.Lock()
+		f.pending -= len(*it.offs)
+		f.room.Broadcast()
+		f.mu.Unlock()
 		f.free.Put(it.offs)
 	}
 }
 
-// pages is the OnPages hook.
+// pages is the OnPages hook: it waits while the forwarder holds
+// maxPending pages.
 func (f *forwarder) pages(block string, offs []uint64) {
+	f.mu.Lock()
+	for f.pending > 0 && f.pending+len(offs) > maxPending && f.ctx.Err() == nil {
+		f.room.Wait()
+	}
+	if f.ctx.Err() != nil {
+		f.mu.Unlock()
+		return // failing: the pages no longer matter
+	}
+	f.pending += len(offs)
+	f.mu.Unlock()
 	b, _ := f.free.Get().(*[]uint64)
 	if b == nil {
 		b = new([]uint64)
@@ -87,6 +121,9 @@ func (f *forwarder) pages(block string, offs []uint64) {
 	select {
 	case f.items <- fwdItem{block: block, offs: b}:
 	case <-f.ctx.Done(): // failing: the pages no longer matter
+		f.mu.Lock()
+		f.pending -= len(offs)
+		f.mu.Unlock()
 	}
 }
 
