@@ -75,7 +75,7 @@ type Conn struct {
 	peerDone   bool   // the peer said bye: the session is over
 	bye        bool   // Close is done: say bye
 	byeSent    bool
-	finAckSent bool   // we have told the peer its end of stream came
+	finAckSent bool // we have told the peer its end of stream came
 
 	rd, wd   deadline
 	rdTimer  *time.Timer

@@ -19,10 +19,10 @@ type forwarder struct {
 	mu      sync.Mutex
 	room    sync.Cond
 	pending int
-	free  sync.Pool // *[]uint64
-	done  chan struct{}
-	err   error // the first SendPages error; read after drain
-	to    func() sender
+	free    sync.Pool // *[]uint64
+	done    chan struct{}
+	err     error // the first SendPages error; read after drain
+	to      func() sender
 }
 
 // sender is a leg the forwarder queues pages on: a *core.Sender (the
