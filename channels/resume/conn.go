@@ -650,8 +650,12 @@ func (c *Conn) Close() error {
 	// the listener, which cannot dial, may then forget the session when
 	// it has everything, and a dialer that finds it gone while closing
 	// knows it was done (see reconnect).
+	// A listener's session that is down with nothing of ours
+	// unacknowledged has nothing to wait for: it cannot call its dialer
+	// back (one that gave up on a half-opened session never comes).
 	for c.err == nil && time.Now().Before(end) && !c.peerDone &&
-		!(c.acked == c.sent && (c.finSent && c.peerGotFin || !c.client && c.rEOF && c.finAckSent)) {
+		!(c.acked == c.sent && (c.finSent && c.peerGotFin || !c.client && c.rEOF && c.finAckSent)) &&
+		!(!c.client && c.cur == nil && c.acked == c.sent) {
 		c.cond.Wait()
 	}
 	if c.err == nil && !c.peerDone && c.cur != nil && time.Now().Before(end) {

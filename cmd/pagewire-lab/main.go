@@ -41,6 +41,7 @@ type options struct {
 	quick              bool
 	models, workloads  []string
 	links, paths       []string
+	faults             []string
 	out, jsonOut, png  string
 	pagewire           string
 	qemu72, qemu10     string
@@ -82,6 +83,7 @@ kernel, busybox and QEMU 10.`,
 	f.StringSliceVar(&o.workloads, "workloads", []string{"idle", "records", "records-random", "pages"}, "guest workloads (see docs/lab.md)")
 	f.StringSliceVar(&o.links, "links", []string{"unlimited", "unlimited+25ms", "1g", "1g+25ms", "100m", "100m+25ms"}, "links: unlimited, 1g, 100m or RATE[k|m|g] (bits/s), with +DELAY for a one-way delay")
 	f.StringSliceVar(&o.paths, "paths", defaultPaths, "paths: qemu-VERSION-METHOD[-tls] (QEMU to QEMU) or gw-LINKMETHOD[-delta] (QEMU 10 -> gateway-in -> link -> gateway-out -> QEMU 10, TLS on the link; -delta: gateway-in --delta-cache of the workload's memory)")
+	f.StringSliceVar(&o.faults, "faults", []string{"none"}, "what happens to the link during each run: none; reset@TIME (a TCP reset of every connection TIME after the migrate command), reset@sync2 (at the source's second dirty sync), reset@stop (once the source stopped the guest: the final round); blackhole:DURATION@TIME|sync2|stop (nothing forwarded for DURATION); storm (10 resets, one every 2 s)")
 	f.StringVar(&o.out, "out", "docs/lab.md", "the Markdown report")
 	f.StringVar(&o.jsonOut, "json", "docs/lab.jsonl", "one JSON object per run")
 	f.StringVar(&o.png, "chart", "docs/lab.png", "the chart")
@@ -201,19 +203,25 @@ func run(ctx context.Context, o options) error {
 				if err != nil {
 					return err
 				}
-				for _, ps := range o.paths {
-					path, err := parsePath(ps)
+				for _, fs := range o.faults {
+					fault, err := parseFault(fs)
 					if err != nil {
 						return err
 					}
-					scenarios = append(scenarios, Scenario{Model: model, Workload: w, Link: link, Path: path})
+					for _, ps := range o.paths {
+						path, err := parsePath(ps)
+						if err != nil {
+							return err
+						}
+						scenarios = append(scenarios, Scenario{Model: model, Workload: w, Link: link, Path: path, Fault: fault})
+					}
 				}
 			}
 		}
 	}
 	if o.list {
 		for _, sc := range scenarios {
-			fmt.Printf("%s %s %s %s\n", sc.Model, sc.Workload.Kind, sc.Link.Name, sc.Path.Name)
+			fmt.Printf("%s %s %s %s %s\n", sc.Model, sc.Workload.Kind, sc.Link.Name, sc.Fault.Name, sc.Path.Name)
 		}
 		return nil
 	}
@@ -235,8 +243,8 @@ func run(ctx context.Context, o options) error {
 		if ctx.Err() != nil {
 			break
 		}
-		fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %s %s ... ", i+1, len(scenarios), time.Since(start).Round(time.Second),
-			sc.Model, sc.Workload.Kind, sc.Link.Name, sc.Path.Name)
+		fmt.Fprintf(os.Stderr, "[%d/%d %s] %s %s %s %s %s ... ", i+1, len(scenarios), time.Since(start).Round(time.Second),
+			sc.Model, sc.Workload.Kind, linkName(sc), sc.Path.Name, sc.Fault.Name)
 		r := lab.Run(ctx, sc)
 		results = append(results, r)
 		fmt.Fprintf(os.Stderr, "%s %.1fs %s\n", r.Status, r.Seconds, r.Error)

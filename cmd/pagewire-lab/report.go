@@ -18,7 +18,15 @@ import (
 
 // group names a row of the chart: the runs that differ only by path.
 func group(r Result) string {
-	return fmt.Sprintf("%s\n%s\n%s", r.Workload.Kind, r.Link.Name, r.Model)
+	return fmt.Sprintf("%s\n%s\n%s", r.Workload.Kind, linkName(r.Scenario), r.Model)
+}
+
+// linkName is the link and, if any, its fault: "1g, reset@3s".
+func linkName(sc Scenario) string {
+	if sc.Fault.Kind == "" {
+		return sc.Link.Name
+	}
+	return sc.Link.Name + ", " + sc.Fault.Name
 }
 
 // chart draws every run's time to completion as grouped bars: a group
@@ -80,7 +88,7 @@ func report(results []Result, o options, command, accel, path string) error {
 		if a.Workload.Kind != c.Workload.Kind {
 			return a.Workload.Kind < c.Workload.Kind
 		}
-		return a.Link.Name < c.Link.Name
+		return linkName(a.Scenario) < linkName(c.Scenario)
 	})
 	b.WriteString("| model | workload | link | path | status | time s | QEMU total s | downtime ms (QEMU) | downtime ms (end to end) | rounds | link MB | CPU s (src QEMU / dst QEMU / gw-in / gw-out) | guest updates/s before / during (lowest) | RAM equal |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -98,16 +106,23 @@ func report(results []Result, o options, command, accel, path string) error {
 			cpu += fmt.Sprintf(" / %.1f / %.1f", r.CPU["gateway-in"], r.CPU["gateway-out"])
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.1f | %.1f | %d | %d | %d | %.0f | %s | %.0f / %.0f (%.0f) | %s |\n",
-			r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, status, r.Seconds, float64(r.QEMUTotalMs)/1000,
+			r.Model, r.Workload.Kind, linkName(r.Scenario), r.Path.Name, status, r.Seconds, float64(r.QEMUTotalMs)/1000,
 			r.QEMUDowntime, r.EndToEndDowntime, r.Rounds, float64(r.LinkBytes)/1e6, cpu,
 			r.GuestBefore, r.GuestDuring, r.GuestMin, eq)
 	}
 	for _, r := range sorted {
 		if r.Auto != nil {
-			fmt.Fprintf(&b, "\n- %s %s %s %s: %s", r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, r.Auto)
+			fmt.Fprintf(&b, "\n- %s %s %s %s: %s", r.Model, r.Workload.Kind, linkName(r.Scenario), r.Path.Name, r.Auto)
 		}
 		if r.GatewayE2E != nil {
-			fmt.Fprintf(&b, "\n- %s %s %s %s: gateway-out reported an end-to-end downtime of %d ms (the lab: %d ms)", r.Model, r.Workload.Kind, r.Link.Name, r.Path.Name, *r.GatewayE2E, r.EndToEndDowntime)
+			fmt.Fprintf(&b, "\n- %s %s %s %s: gateway-out reported an end-to-end downtime of %d ms (the lab: %d ms)", r.Model, r.Workload.Kind, linkName(r.Scenario), r.Path.Name, *r.GatewayE2E, r.EndToEndDowntime)
+		}
+		if r.Fault.Kind != "" {
+			fmt.Fprintf(&b, "\n- %s %s %s %s: the fault fired %d time(s)", r.Model, r.Workload.Kind, linkName(r.Scenario), r.Path.Name, r.Faults)
+			if rs := r.Resume; rs != nil {
+				fmt.Fprintf(&b, "; gateway-in resumed %d connection(s), %.1f s down in all, %.2f MB sent again (%.2f%% of the link's bytes)",
+					rs.Reconnects, rs.Outage, float64(rs.ResentBytes)/1e6, 100*float64(rs.ResentBytes)/float64(max(1, r.LinkBytes)))
+			}
 		}
 	}
 	b.WriteString("\n\nOne JSON object per run: `" + o.jsonOut + "`.\n")

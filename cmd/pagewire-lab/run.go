@@ -54,6 +54,97 @@ type Scenario struct {
 	Workload guest.Workload `json:"workload"`
 	Link     Link           `json:"link"`
 	Path     Path           `json:"path"`
+	Fault    Fault          `json:"fault"`
+}
+
+// Fault is what happens to the link during a run: resets or a black
+// hole, at a time after the migrate command or at an event.
+type Fault struct {
+	Name string        `json:"name"`           // as given: none, reset@3s, reset@stop, blackhole:5s@3s, storm
+	Kind string        `json:"kind,omitempty"` // reset, blackhole, storm; "" for none
+	For  time.Duration `json:"for_ns,omitempty"`
+	At   time.Duration `json:"at_ns,omitempty"`
+	// On, when set, is the event that fires it instead of At: "stop"
+	// (the source stopped the guest: the final round) or "sync2" (the
+	// source's second dirty sync: a sync point).
+	On string `json:"on,omitempty"`
+}
+
+// stormResets and stormEvery are the storm fault: 10 resets in 20 s.
+const (
+	stormResets = 10
+	stormEvery  = 2 * time.Second
+)
+
+func parseFault(s string) (Fault, error) {
+	f := Fault{Name: s}
+	if s == "none" || s == "" {
+		f.Name = "none"
+		return f, nil
+	}
+	if s == "storm" {
+		f.Kind, f.At = "storm", stormEvery
+		return f, nil
+	}
+	what, when, ok := strings.Cut(s, "@")
+	bad := fmt.Errorf("fault %q: want none, storm, reset@TIME|stop|sync2 or blackhole:DURATION@TIME|stop|sync2", s)
+	if !ok {
+		return f, bad
+	}
+	switch kind, d, _ := strings.Cut(what, ":"); kind {
+	case "reset":
+		f.Kind = "reset"
+	case "blackhole":
+		dur, err := time.ParseDuration(d)
+		if err != nil || dur <= 0 {
+			return f, bad
+		}
+		f.Kind, f.For = "blackhole", dur
+	default:
+		return f, bad
+	}
+	switch when {
+	case "stop", "sync2":
+		f.On = when
+	default:
+		at, err := time.ParseDuration(when)
+		if err != nil || at < 0 {
+			return f, bad
+		}
+		f.At = at
+	}
+	return f, nil
+}
+
+// injector fires a Fault on a link; tick is called every poll of the
+// migration with what the lab knows.
+type injector struct {
+	f     Fault
+	link  *linkemu.Link
+	fired int
+	next  time.Time
+}
+
+func (in *injector) tick(begin time.Time, stopped bool, syncs int64) {
+	f := in.f
+	switch {
+	case f.Kind == "":
+		return
+	case f.Kind == "storm":
+		if in.fired >= stormResets || time.Since(begin) < f.At+time.Duration(in.fired)*stormEvery {
+			return
+		}
+	case in.fired > 0:
+		return
+	case f.On == "stop" && !stopped, f.On == "sync2" && syncs < 2, f.On == "" && time.Since(begin) < f.At:
+		return
+	}
+	in.fired++
+	if f.Kind == "blackhole" {
+		in.link.Blackhole(f.For)
+	} else {
+		in.link.Reset()
+	}
 }
 
 // Result is what one run measured.
@@ -86,7 +177,18 @@ type Result struct {
 	// GatewayE2E is the end-to-end downtime gateway-out reported (with
 	// --qmp on both gateways); EndToEndDowntime is the lab's own reading.
 	GatewayE2E *int64 `json:"gateway_e2e_downtime_ms,omitempty"`
-	Started    string `json:"started"`
+	// Faults is how many times the fault fired; Resume is gateway-in's
+	// resuming of the link (its summary's link_resume).
+	Faults  int            `json:"faults_fired,omitempty"`
+	Resume  *resumeFigures `json:"link_resume,omitempty"`
+	Started string         `json:"started"`
+}
+
+// resumeFigures is a gateway's link_resume summary.
+type resumeFigures struct {
+	Reconnects  int64   `json:"reconnects"`
+	Outage      float64 `json:"outage_s"`
+	ResentBytes int64   `json:"resent_bytes"`
 }
 
 // Lab holds what every run shares.
@@ -608,6 +710,8 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	if _, err := sq.Do("migrate", map[string]any{"uri": migrateTo}); err != nil {
 		return fmt.Errorf("source: %w", err)
 	}
+	fault := &injector{f: sc.Fault, link: link}
+	defer func() { res.Faults = fault.fired }()
 	res.Status = ""
 	var srcDone, dstDone time.Time
 	var m qmp.Migration
@@ -641,6 +745,8 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 		if !dstDone.IsZero() && !srcDone.IsZero() {
 			break
 		}
+		_, stopped := sq.First("STOP")
+		fault.tick(begin, stopped, m.RAM.DirtySyncCount)
 		if time.Since(begin) > l.Limit {
 			if srcDone.IsZero() {
 				for _, p := range procs {
@@ -693,10 +799,11 @@ func (l *Lab) run(ctx context.Context, sc Scenario, res *Result) error {
 	}
 	if in != nil {
 		var sum struct {
-			Auto *auto.Report `json:"auto"`
+			Auto   *auto.Report   `json:"auto"`
+			Resume *resumeFigures `json:"link_resume"`
 		}
 		if json.Unmarshal([]byte(in.stdout.String()), &sum) == nil {
-			res.Auto = sum.Auto
+			res.Auto, res.Resume = sum.Auto, sum.Resume
 		}
 	}
 	if out != nil {

@@ -261,9 +261,17 @@ type pair struct {
 // startPair runs in and out, in's Link dialing out's listener (through
 // wrap, when not nil).
 func startPair(ctx context.Context, in *gateway.In, out *gateway.Out, wrap func(gateway.Dialer) gateway.Dialer) (*pair, error) {
+	return startPairLn(ctx, in, out, wrap, nil)
+}
+
+// startPairLn is startPair with the Out's listener wrapped by wrapLn.
+func startPairLn(ctx context.Context, in *gateway.In, out *gateway.Out, wrap func(gateway.Dialer) gateway.Dialer, wrapLn func(net.Listener) net.Listener) (*pair, error) {
 	lnOut, link, err := listen()
 	if err != nil {
 		return nil, err
+	}
+	if wrapLn != nil {
+		lnOut = wrapLn(lnOut)
 	}
 	lnIn, src, err := listen()
 	if err != nil {
@@ -318,6 +326,16 @@ func (c *cutDialer) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	c.conns = append(c.conns, conn)
 	return conn, nil
+}
+
+// Reset closes every connection; later Dials work.
+func (c *cutDialer) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
 }
 
 // Cut closes every connection, and fails every later Dial.
