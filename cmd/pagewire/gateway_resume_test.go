@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/channels"
+	"github.com/pagewire/pagewire/internal/corpus"
 	"github.com/pagewire/pagewire/internal/lab/guest"
 	"github.com/pagewire/pagewire/internal/lab/linkemu"
 )
@@ -33,7 +34,7 @@ func readSummary(t *testing.T, p *proc) resumeSummary {
 	t.Helper()
 	var s resumeSummary
 	if err := json.Unmarshal(p.stdout.Bytes(), &s); err != nil || s.Resume == nil {
-		t.Fatalf("%s's summary has no link_resume (%v): %s", p.cmd.Args[2], err, p.stdout.String())
+		t.Fatalf("%v: the summary has no link_resume (%v): %s", p.cmd.Args[1:3], err, p.stdout.String())
 	}
 	return s
 }
@@ -262,5 +263,56 @@ func TestGatewayResumeImpostors(t *testing.T) {
 	out := readSummary(t, g.out)
 	if out.Resume.Refused != 2 || refused.Load() != 2 || !strings.Contains(g.out.stderr.String(), "refused a link connection") {
 		t.Errorf("gateway-out refused %d (the test saw %d): %s", out.Resume.Refused, refused.Load(), g.out.stderr)
+	}
+}
+
+// TestSendRecvResume: pagewire send with --link-retry over an emulated
+// link that is reset three times: recv writes the image, both summaries
+// count the reconnections. Without --link-retry the same reset fails
+// the transfer, naming the link's connection.
+func TestSendRecvResume(t *testing.T) {
+	images, err := corpus.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := images[0]
+	dir, err := corpus.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, im.File)
+	for _, retry := range []string{"30s", "0"} {
+		t.Run("link-retry="+retry, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.img")
+			r, addr := startRecv(t, "recv", "--listen", "tcp:127.0.0.1:0", "--out", out, "--json")
+			l, err := linkemu.Listen("127.0.0.1:0", strings.TrimPrefix(addr, "tcp:"), linkemu.Config{Rate: 200e6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			s := start(t, "send", "--to", "tcp:"+l.Addr().String(), "--channels", "4", "--json", "--link-retry", retry, src)
+			until(30*time.Second, func() bool { return l.Stats().Up > 4<<20 })
+			for range 3 {
+				l.Reset()
+				time.Sleep(100 * time.Millisecond)
+			}
+			sc, rc := s.wait(t), r.wait(t)
+			if retry == "0" {
+				if sc == 0 || !strings.Contains(s.stderr.String(), "reset") {
+					t.Fatalf("send without --link-retry exited %d after a reset: %s", sc, s.stderr)
+				}
+				return
+			}
+			if sc != 0 || rc != 0 {
+				t.Fatalf("send exited %d: %s\nrecv exited %d: %s", sc, s.stderr, rc, r.stderr)
+			}
+			if got := fileSHA(t, out); got != im.SHA256 {
+				t.Fatalf("received image sha256 %s, want %s", got, im.SHA256)
+			}
+			ss, rs := readSummary(t, s), readSummary(t, r)
+			if ss.Resume.Reconnects < 1 || rs.Resume.Reconnects != ss.Resume.Reconnects {
+				t.Errorf("reconnections: send %d, recv %d", ss.Resume.Reconnects, rs.Resume.Reconnects)
+			}
+		})
 	}
 }
