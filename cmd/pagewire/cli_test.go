@@ -166,20 +166,25 @@ func fileSHA(t *testing.T, path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// TestSendRecv sends a corpus image between two pagewire processes over
-// tcp, unix and vmbus (rings in shared memory); the received file is the
-// image, and both print JSON.
-func TestSendRecv(t *testing.T) {
+// firstImage is the first corpus image: its file and its manifest entry.
+func firstImage(t *testing.T) (string, corpus.Image) {
+	t.Helper()
 	images, err := corpus.List()
 	if err != nil {
 		t.Fatal(err)
 	}
-	im := images[0]
 	dir, err := corpus.Dir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := filepath.Join(dir, im.File)
+	return filepath.Join(dir, images[0].File), images[0]
+}
+
+// TestSendRecv sends a corpus image between two pagewire processes over
+// tcp, unix and vmbus (rings in shared memory); the received file is the
+// image, and both print JSON.
+func TestSendRecv(t *testing.T) {
+	src, im := firstImage(t)
 	for _, listen := range []string{"tcp:127.0.0.1:0", "unix:" + filepath.Join(t.TempDir(), "pw.sock"),
 		"vmbus:" + filepath.Join(t.TempDir(), "pw-vmbus.sock")} {
 		t.Run(strings.SplitN(listen, ":", 2)[0], func(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/channels"
-	"github.com/pagewire/pagewire/internal/corpus"
 	"github.com/pagewire/pagewire/internal/lab/guest"
 	"github.com/pagewire/pagewire/internal/lab/linkemu"
 )
@@ -271,16 +270,7 @@ func TestGatewayResumeImpostors(t *testing.T) {
 // count the reconnections. Without --link-retry the same reset fails
 // the transfer, naming the link's connection.
 func TestSendRecvResume(t *testing.T) {
-	images, err := corpus.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := images[0]
-	dir, err := corpus.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(dir, im.File)
+	src, im := firstImage(t)
 	for _, retry := range []string{"30s", "0"} {
 		t.Run("link-retry="+retry, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.img")

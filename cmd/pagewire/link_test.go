@@ -7,23 +7,13 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/certs"
-	"github.com/pagewire/pagewire/internal/corpus"
 )
 
 // TestSendRecvTLS sends a corpus image over mutual TLS with a bandwidth
 // cap; a sender whose certificate another CA signed is refused, and both
 // ends say why.
 func TestSendRecvTLS(t *testing.T) {
-	images, err := corpus.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := images[0]
-	dir, err := corpus.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(dir, im.File)
+	src, im := firstImage(t)
 	a, err := certs.Make(t.TempDir(), []string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
