@@ -184,7 +184,19 @@ func (l *Listener) handshake(u net.Conn) {
 	}
 }
 
+// deliver hands c to Accept. The connection under it is no handshake's
+// any more first: a shutdown meanwhile must not close it.
 func (l *Listener) deliver(c net.Conn) bool {
+	u := c
+	if pc, ok := c.(*prefixConn); ok {
+		u = pc.Conn
+	}
+	l.mu.Lock()
+	if _, ok := l.shaking[u]; ok {
+		delete(l.shaking, u)
+		l.hsDone.Broadcast()
+	}
+	l.mu.Unlock()
 	select {
 	case l.queue <- c:
 		return true

@@ -353,7 +353,7 @@ func TestImpostors(t *testing.T) {
 }
 
 // TestPassthrough: a dialer that does not resume gets a plain connection
-// with its first bytes intact.
+// with its first bytes intact, which outlives the listener's Close.
 func TestPassthrough(t *testing.T) {
 	r := newRig(t, resume.Config{}, 0, false)
 	u, err := net.Dial("tcp", r.ln.Addr().String())
@@ -368,6 +368,9 @@ func TestPassthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// As a receiver does once its channels are there: the connection
+	// handed on is no longer the listener's to close.
+	r.ln.Close()
 	got, err := readN(c, len(msg))
 	if err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("%q, %v", got, err)
