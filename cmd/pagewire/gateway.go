@@ -85,8 +85,15 @@ chose; docs/auto.md has the controller.
 Pages go on the link as they arrive; at every sync point of the source
 the gateway sends the main stream up to the marker and then a Sync, so
 the destination QEMU sees every page before the marker that orders it. The link runs mutual TLS 1.3 (--tls-cert, --tls-key, --tls-ca; or
---insecure) and may be capped with --max-bandwidth. Any failure on any
-leg fails the migration: the source sees its connections close.
+--insecure) and may be capped with --max-bandwidth.
+
+A link connection that is reset, closed or silent for 10 s is not the
+end: gateway-in connects again (with the same certificate and the
+session's token) and both gateways go on where they were, for up to
+--link-retry per outage (3m; 0: off, then on gateway-out too); the
+QEMUs see a slow link. Any other failure on any leg, or a link down
+past --link-retry, fails the migration: the source sees its
+connections close. docs/resume.md has the details.
 
 --delta-cache SIZE keeps the last version of up to SIZE bytes of pages
 sent on the link (as QEMU's xbzrle-cache-size), and sends a page that
@@ -218,8 +225,13 @@ zlib or zstd, such as bin/plugins/zstd-c.wasm).
 
 The link's method comes from the gateway-in (any method this build has,
 or the same --plugin). The link runs mutual TLS 1.3 (--tls-cert, --tls-key,
---tls-ca; or --insecure). Any failure on any leg fails the migration: the
-destination sees its connections close before the end of the stream.
+--tls-ca; or --insecure). A link connection that is reset or lost is
+taken back when gateway-in returns with the same certificate and the
+session's token, within --link-retry (3m; 0: off, then on gateway-in
+too); others that claim a session are refused and reported. Any other
+failure on any leg, or a link down past --link-retry, fails the
+migration: the destination sees its connections close before the end
+of the stream.
 
 With --qmp on both gateways (each a QMP monitor of its own QEMU), the
 summary gives the migration's end-to-end downtime: from the source's
