@@ -128,7 +128,7 @@ var (
 // Stats are the counters of a Dialer's or a Listener's sessions.
 type Stats struct {
 	Sessions   int64         // sessions opened
-	Reconnects int64         // connections that replaced a lost one
+	Reconnects int64         // connections that replaced a lost one (a listener counts one once the dialer has spoken on it)
 	Resent     int64         // bytes written again after reconnections
 	Outage     time.Duration // time with at least one session down
 	Down       time.Duration // how long the current outage has lasted; 0 when all are up

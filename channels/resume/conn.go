@@ -65,29 +65,33 @@ type Conn struct {
 	peerGotFin bool // the peer said it has our end of stream
 
 	// What this end receives: rbuf[rhead:rhead+rlen] (a ring) is unread.
-	rbuf       []byte
-	rhead      int
-	rlen       int
-	recvd      uint64 // bytes received in the session
-	ackSent    uint64 // the last acknowledgement written
-	ackNow     bool   // write an acknowledgement at once
-	rEOF       bool   // the peer's end of stream came
-	peerDone   bool   // the peer said bye: the session is over
-	bye        bool   // Close is done: say bye
-	byeSent    bool
-	finAckSent bool // we have told the peer its end of stream came
+	rbuf     []byte
+	rhead    int
+	rlen     int
+	recvd    uint64 // bytes received in the session
+	ackSent  uint64 // the last acknowledgement written
+	ackNow   bool   // write an acknowledgement at once
+	rEOF     bool   // the peer's end of stream came
+	peerDone bool   // the peer said bye: the session is over
+
+	// A listener's reconnection not yet counted (see install).
+	unconfirmed       bool
+	unconfirmedResent int64
+	bye               bool // Close is done: say bye
+	byeSent           bool
+	finAckSent        bool // we have told the peer its end of stream came
 
 	rd, wd   deadline
-	rdTimer  *time.Timer
-	wdTimer  *time.Timer
 	lingerTo *time.Timer
 }
 
 // deadline is a net.Conn deadline whose clock stops during outages: base
-// is the session's outage time when it was set.
+// is the session's outage time when it was set; timer wakes the waiters
+// when it expires.
 type deadline struct {
-	t    time.Time
-	base time.Duration
+	t     time.Time
+	base  time.Duration
+	timer *time.Timer
 }
 
 func newConn(cfg Config, st *counters, client bool, u net.Conn) *Conn {
@@ -99,10 +103,10 @@ func newConn(cfg Config, st *counters, client bool, u net.Conn) *Conn {
 	c.peerID, c.hasID = peerIdentity(u)
 	wake := func() { c.cond.Broadcast() }
 	c.tick = time.AfterFunc(time.Hour, wake)
-	c.rdTimer = time.AfterFunc(time.Hour, wake)
-	c.wdTimer = time.AfterFunc(time.Hour, wake)
+	c.rd.timer = time.AfterFunc(time.Hour, wake)
+	c.wd.timer = time.AfterFunc(time.Hour, wake)
 	c.lingerTo = time.AfterFunc(time.Hour, wake)
-	for _, t := range []*time.Timer{c.tick, c.rdTimer, c.wdTimer, c.lingerTo} {
+	for _, t := range []*time.Timer{c.tick, c.rd.timer, c.wd.timer, c.lingerTo} {
 		t.Stop()
 	}
 	st.add(func(s *Stats) { s.Sessions++ })
@@ -218,7 +222,7 @@ func (c *Conn) endOutageLocked(now time.Time) time.Duration {
 func (c *Conn) reconnect(prevReader <-chan struct{}, since time.Time) {
 	defer c.wg.Done()
 	<-prevReader // what it received is counted before we say how much
-	backoff := 50 * time.Millisecond
+	var b backoff
 	for {
 		c.mu.Lock()
 		lastErr := c.lastErr
@@ -253,14 +257,26 @@ func (c *Conn) reconnect(prevReader <-chan struct{}, since time.Time) {
 		c.mu.Lock()
 		c.lastErr = err
 		c.mu.Unlock()
-		t := time.NewTimer(min(backoff, max(left, time.Millisecond)))
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
+		if !b.wait(c.ctx, left) {
 			return
 		}
-		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// backoff spaces the attempts to (re)connect: 50 ms, doubled each time
+// up to a second.
+type backoff struct{ d time.Duration }
+
+// wait sleeps the next pause, never past left; false if ctx ended first.
+func (b *backoff) wait(ctx context.Context, left time.Duration) bool {
+	b.d = min(max(2*b.d, 50*time.Millisecond), time.Second)
+	t := time.NewTimer(min(b.d, max(left, time.Millisecond)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -349,14 +365,21 @@ func (c *Conn) install(u net.Conn, gen uint64, peerRecvd uint64) error {
 	c.cur = u
 	now := time.Now()
 	outage := c.endOutageLocked(now)
-	c.st.add(func(s *Stats) { s.Reconnects++; s.Resent += resent })
+	if c.client {
+		c.st.add(func(s *Stats) { s.Reconnects++; s.Resent += resent })
+	} else {
+		// Counted once the dialer's first frame shows it took our
+		// answer: a connection lost in between is one the dialer
+		// does not count either.
+		c.unconfirmed, c.unconfirmedResent = true, resent
+	}
 	c.ackNow = true
 	c.lastWrite = now
 	c.readerDone = make(chan struct{})
 	c.wg.Add(1)
 	go c.read(u, c.gen, c.readerDone)
-	c.armLocked(c.rdTimer, c.rd)
-	c.armLocked(c.wdTimer, c.wd)
+	c.armLocked(&c.rd)
+	c.armLocked(&c.wd)
 	c.cond.Broadcast()
 	c.event(Event{Kind: Resumed, Outage: outage, Resent: resent})
 	return nil
@@ -420,6 +443,11 @@ func (c *Conn) read(u net.Conn, gen uint64, done chan<- struct{}) {
 		}
 		if err == nil {
 			err = c.ackLocked(f)
+		}
+		if c.unconfirmed {
+			c.unconfirmed = false
+			resent := c.unconfirmedResent
+			c.st.add(func(s *Stats) { s.Reconnects++; s.Resent += resent })
 		}
 		if err == nil && f.typ == frameData && c.rEOF {
 			err = errors.New("data after the end of stream")
@@ -689,7 +717,7 @@ func (c *Conn) Close() error {
 	}
 	c.cancel()
 	c.wg.Wait()
-	for _, t := range []*time.Timer{c.tick, c.rdTimer, c.wdTimer, c.lingerTo} {
+	for _, t := range []*time.Timer{c.tick, c.rd.timer, c.wd.timer, c.lingerTo} {
 		t.Stop()
 	}
 	if c.budget != nil {
@@ -720,19 +748,14 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rd = deadline{t: t, base: c.outageLocked()}
-	c.armLocked(c.rdTimer, c.rd)
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.setDeadline(&c.rd, t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(&c.wd, t) }
 
-func (c *Conn) SetWriteDeadline(t time.Time) error {
+func (c *Conn) setDeadline(d *deadline, t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.wd = deadline{t: t, base: c.outageLocked()}
-	c.armLocked(c.wdTimer, c.wd)
+	d.t, d.base = t, c.outageLocked()
+	c.armLocked(d)
 	return nil
 }
 
@@ -758,10 +781,11 @@ func (c *Conn) expiredLocked(d deadline) bool {
 	return !e.IsZero() && !time.Now().Before(e)
 }
 
-func (c *Conn) armLocked(t *time.Timer, d deadline) {
-	t.Stop()
-	if e := c.effectiveLocked(d); !e.IsZero() {
-		t.Reset(max(time.Until(e), 0))
+// armLocked sets d's timer to wake the waiters when d expires (at once
+// if it has); a later or no deadline needs no waking.
+func (c *Conn) armLocked(d *deadline) {
+	d.timer.Stop()
+	if e := c.effectiveLocked(*d); !e.IsZero() {
+		d.timer.Reset(max(time.Until(e), 0))
 	}
-	c.cond.Broadcast()
 }

@@ -42,8 +42,8 @@ func (d *Dialer) Stats() Stats { return d.st.stats() }
 // its reconnections are its own, not bound to ctx.
 func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	start := time.Now()
-	backoff := 50 * time.Millisecond
-	for {
+	var b backoff
+	for attempt := 0; ; attempt++ {
 		c, err := d.dialOnce(ctx)
 		if err == nil {
 			return c, nil
@@ -55,17 +55,12 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 			}
 			return nil, err
 		}
-		if d.cfg.Events != nil && backoff == 50*time.Millisecond {
+		if d.cfg.Events != nil && attempt == 0 {
 			d.cfg.Events(Event{Kind: Retrying, Err: err})
 		}
-		t := time.NewTimer(min(backoff, left))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !b.wait(ctx, left) {
 			return nil, err
 		}
-		backoff = min(2*backoff, time.Second)
 	}
 }
 

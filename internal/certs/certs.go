@@ -39,11 +39,7 @@ type Pair struct{ Cert, Key string }
 // MakeClients is Make, and extra more client certificates signed by the
 // same CA (client-2.pem + client-2-key.pem, ...): other identities that
 // the CA vouches for, as a test of who may do what needs.
-func MakeClients(dir string, hosts []string, validity time.Duration, extra int) (Files, []Pair, error) {
-	return makeAll(dir, hosts, validity, extra)
-}
-
-func makeAll(dir string, hosts []string, validity time.Duration, extra int) (f Files, others []Pair, err error) {
+func MakeClients(dir string, hosts []string, validity time.Duration, extra int) (f Files, others []Pair, err error) {
 	f = Files{
 		CA:         filepath.Join(dir, "ca.pem"),
 		ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
